@@ -1,0 +1,139 @@
+"""Online SGD and Adam, linear and MLP, on meta-learning episodes: VSML's gradient baselines."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from badgerlab.data import TaskSampler, load
+from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
+from badgerlab.online import online_learn
+from badgerlab.plots import curve_plot
+from badgerlab.runs import Claim, Run
+
+
+class Config(ExperimentConfig):
+    dataset: Literal["digits", "mnist", "fashion_mnist", "mnist1d"] = Field(
+        "digits", description="classification dataset the episodes are drawn from"
+    )
+    seeds: int = Field(3, ge=1, le=100, description="seeds run inside one Run")
+    episodes: int = Field(32, ge=1, le=4096, description="independent episodes per seed")
+    length: int = Field(500, ge=10, le=100_000, description="online examples per episode")
+    num_classes: int | None = Field(
+        None, ge=2, le=100, description="classes per episode (None: all of the dataset's)"
+    )
+    hidden: int = Field(160, ge=1, le=4096, description="hidden units of the MLP learners")
+    lr_sgd: float = Field(1e-2, gt=0, le=10, description="SGD learning rate (VSML reference)")
+    lr_adam: float = Field(1e-3, gt=0, le=1, description="Adam learning rate (VSML reference)")
+    final_fraction: float = Field(
+        0.2, gt=0, le=1, description="tail of the episode the final accuracy is measured on"
+    )
+
+
+LEARNERS = ("sgd-linear", "adam-linear", "sgd-mlp", "adam-mlp")
+# Fixed by the issue before measuring: Adam-MLP over the last 20% of a 500-example episode.
+THRESHOLD = 0.70
+
+
+def _learn(cfg: Config, name: str, x: torch.Tensor, y: torch.Tensor, k: int, seed: int):
+    opt, arch = name.split("-")
+    lr = cfg.lr_sgd if opt == "sgd" else cfg.lr_adam
+    hidden = (cfg.hidden,) if arch == "mlp" else ()
+    return online_learn(x, y, k, optimizer=opt, lr=lr, hidden=hidden, seed=seed)
+
+
+def run(cfg: Config, run: Run) -> list[Claim]:
+    data = load(cfg.dataset, "train")
+    sampler = TaskSampler(data, length=cfg.length, num_classes=cfg.num_classes)
+    tail = max(1, round(cfg.final_fraction * cfg.length))
+    ckpt = run.load_checkpoint()
+    done: dict = ckpt.state["curves"] if ckpt else {name: [] for name in LEARNERS}
+    start = len(done[LEARNERS[0]])
+    with run.progress(
+        cfg.seeds * len(LEARNERS), "online learners", completed=start * len(LEARNERS)
+    ) as bar:
+        for i in range(start, cfg.seeds):
+            seed = cfg.seed + i
+            eps = sampler.sample(cfg.episodes, seed=seed)
+            for j, name in enumerate(LEARNERS):
+                curve = _learn(cfg, name, eps.x, eps.y, eps.num_classes, seed).accuracy_curve
+                done[name].append(curve.tolist())
+                final = float(curve[-tail:].mean())
+                run.log(
+                    i * len(LEARNERS) + j,
+                    seed=seed,
+                    learner=name,
+                    final_accuracy=final,
+                    mean_accuracy=float(curve.mean()),
+                )
+                bar.update(1, **{name: final})
+            run.save_checkpoint(i, state={"curves": done})
+
+    curves = {name: torch.tensor(v) for name, v in done.items()}  # (seeds, N) each
+    run.save_json("curves", done)
+    run.save_figure(
+        curve_plot(
+            curves,
+            xlabel="example index in the episode",
+            ylabel="accuracy before the label is seen",
+            title=f"online learners on {cfg.dataset} episodes ({cfg.episodes} per seed)",
+            smooth=max(1, cfg.length // 25),
+            chance=1 / (cfg.num_classes or data.num_classes),
+        ),
+        "accuracy_curve",
+    )
+    finals = {name: c[:, -tail:].mean(1).tolist() for name, c in curves.items()}
+    pct = round(100 * cfg.final_fraction)
+    claims = [
+        Claim.measure(
+            "adam-mlp-final",
+            f"online Adam on an MLP({cfg.hidden}) reaches accuracy >= {THRESHOLD} over the "
+            f"last {pct}% of a {cfg.length}-example {cfg.dataset} episode",
+            finals["adam-mlp"],
+            paper="baseline of Kirsch & Schmidhuber's Fig. 7 (online Adam, lr 1e-3)",
+            op=">=",
+            threshold=THRESHOLD,
+        )
+    ]
+    claims += [
+        Claim.measure(
+            f"{name}-final",
+            f"{name} accuracy over the last {pct}% of the episode",
+            finals[name],
+            paper="baseline",
+        )
+        for name in LEARNERS
+        if name != "adam-mlp"
+    ]
+    return claims
+
+
+EXPERIMENT = Experiment(
+    name="online-learners",
+    paper="Kirsch & Schmidhuber, Meta Learning Backpropagation And Improving It, NeurIPS 2021 "
+    "(online gradient baselines)",
+    bibtex="""@inproceedings{kirsch2021vsml,
+  title={Meta Learning Backpropagation And Improving It},
+  author={Kirsch, Louis and Schmidhuber, J{\\"u}rgen},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2021},
+  note={arXiv:2012.14905}
+}""",
+    description="Online (batch size 1) SGD and Adam on linear models and MLPs, accuracy on each "
+    "example before its label is used: the baseline learned learners are measured against.",
+    minutes={"smoke": 0.2, "quick": 1},
+    Config=Config,
+    run=run,
+    scales={
+        "smoke": {"seeds": 2, "episodes": 4, "length": 60, "hidden": 32},
+        "paper": {"episodes": 32, "length": 2000, "seeds": 5},
+    },
+    variants=(
+        PaperVariant("mnist", {"dataset": "mnist"}, ("mnist",), "real MNIST episodes"),
+        PaperVariant(
+            "fashion_mnist", {"dataset": "fashion_mnist"}, ("fashion_mnist",), "Fashion-MNIST"
+        ),
+    ),
+)

@@ -1,0 +1,489 @@
+"""The VSML RNN: grids of one shared tiny LSTM that pass forward and backward messages.
+
+Kirsch & Schmidhuber, "Meta Learning Backpropagation And Improving It", NeurIPS 2021,
+https://arxiv.org/abs/2012.14905 (section 3). A VSML layer of size A×B holds A·B copies of one
+LSTM with parameters V shared by all cells; cell (a, b) keeps its own state s_ab = (h_ab, c_ab).
+Per micro tick
+
+    z_ab        = W_f m→_a + W_b m←_b + W_h h_ab + β            (4H gates, order i, f, o, g)
+    c_ab        = σ(z_f + 5) ⊙ c_ab + σ(z_i − 5) ⊙ tanh(z_g)
+    h_ab        = σ(z_o) ⊙ tanh(c_ab)
+
+and after the last micro tick the layer sends
+
+    m→'_b = 1/A Σ_a (U_f h_ab + u_f)      (B forward messages to the next layer)
+    m←'_a = 1/B Σ_b (U_b h_ab + u_b)      (A backward messages to the previous layer).
+
+The input x enters layer 1 as m→_a = [x_a, 0, …]; the error of the previous example enters the
+last layer as m←_b = [∂CE/∂ŷ_b, y_b (optional), 0, …]; the prediction is ŷ_b = 100·tanh(m→'_b[1]
+/ 100). Every function here is batched over a population axis P (one parameter set per member)
+and a batch axis N (independent sequences); all A·B cells of a layer run as batched matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "EpisodeResult",
+    "LayerState",
+    "VSML",
+    "VSMLConfig",
+    "cross_entropy_error",
+    "episode",
+    "init_params",
+    "init_state",
+    "layer_step",
+    "num_params",
+    "param_shapes",
+    "population_size",
+    "tick",
+]
+
+
+@dataclass(frozen=True)
+class VSMLConfig:
+    """The shared sub-LSTM and how the grid uses it (defaults are the reference's).
+
+    `feed_label` adds the one-hot label to the error messages; `backward_pass` runs a second
+    sweep from the last layer to the first after each example, with the error of *this* example
+    (the reference's `backward_pass` option, used for backprop cloning), instead of delivering it
+    with the next example.
+    """
+
+    msg_size: int = 8
+    state_size: int = 16
+    micro_ticks: int = 2
+    layer_norm: bool = False
+    init_rand_proportion: float = 0.5
+    tanh_bound: float = 100.0
+    output_idx: int = 1
+    feed_label: bool = False
+    backward_pass: bool = False
+    forget_bias: float = 5.0
+    input_bias: float = -5.0
+
+    def __post_init__(self) -> None:
+        if self.msg_size < 2:
+            raise ValueError(f"msg_size must be >= 2 (error and label slots), got {self.msg_size}")
+        if self.state_size < 1:
+            raise ValueError(f"state_size must be >= 1, got {self.state_size}")
+        if self.micro_ticks < 1:
+            raise ValueError(f"micro_ticks must be >= 1, got {self.micro_ticks}")
+        if not 0.0 <= self.init_rand_proportion <= 1.0:
+            raise ValueError(
+                f"init_rand_proportion must be in [0, 1], got {self.init_rand_proportion}"
+            )
+        if not 0 <= self.output_idx < self.msg_size:
+            raise ValueError(
+                f"output_idx must be in 0..{self.msg_size - 1}, got {self.output_idx}"
+            )
+        if self.tanh_bound < 0:
+            raise ValueError(f"tanh_bound must be >= 0 (0 disables it), got {self.tanh_bound}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def param_shapes(cfg: VSMLConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of the meta-parameters V (without a population axis).
+
+    The LSTM's input matrix is split into the rows that read the forward message (`w_f`) and
+    the backward message (`w_b`): a cell's input is their concatenation, so this is the same
+    linear map, but the split lets a layer compute A + B input projections instead of A·B.
+    """
+    m, h = cfg.msg_size, cfg.state_size
+    shapes = {
+        "w_f": (m, 4 * h),
+        "w_b": (m, 4 * h),
+        "w_h": (h, 4 * h),
+        "bias": (4 * h,),
+        "head_f.weight": (h, m),
+        "head_f.bias": (m,),
+        "head_b.weight": (h, m),
+        "head_b.bias": (m,),
+    }
+    if cfg.layer_norm:
+        shapes |= {
+            "ln_f.scale": (m,),
+            "ln_f.offset": (m,),
+            "ln_b.scale": (m,),
+            "ln_b.offset": (m,),
+        }
+    return shapes
+
+
+def num_params(cfg: VSMLConfig) -> int:
+    """The meta-parameter count: 2,384 for the reference defaults (2,416 with LayerNorm)."""
+    return sum(math.prod(s) for s in param_shapes(cfg).values())
+
+
+def _trunc_normal(shape: Sequence[int], std: float, g: torch.Generator | None, dtype) -> Tensor:
+    # Haiku's TruncatedNormal: a normal cut at two standard deviations, rescaled to keep std.
+    t = torch.empty(*shape, dtype=dtype)
+    nn.init.trunc_normal_(
+        t,
+        std=std / 0.87962566103423978,
+        a=-2 * std / 0.87962566103423978,
+        b=2 * std / 0.87962566103423978,
+        generator=g,
+    )
+    return t
+
+
+def init_params(
+    cfg: VSMLConfig,
+    *,
+    population: int | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Tensor]:
+    """Initial meta-parameters: LSTM weights N(0, 1/(2M+H)), heads N(0, 1/H), zero biases.
+
+    With `population=P` every tensor gets a leading axis of P independent draws.
+    """
+    if population is not None and population < 1:
+        raise ValueError(f"population must be >= 1, got {population}")
+    lead = () if population is None else (population,)
+    fan_lstm = 2 * cfg.msg_size + cfg.state_size
+    out: dict[str, Tensor] = {}
+    for name, shape in param_shapes(cfg).items():
+        full = lead + shape
+        if name in ("w_f", "w_b", "w_h"):
+            out[name] = _trunc_normal(full, fan_lstm**-0.5, generator, dtype)
+        elif name.endswith(".weight"):
+            out[name] = _trunc_normal(full, cfg.state_size**-0.5, generator, dtype)
+        elif name.endswith(".scale"):
+            out[name] = torch.ones(full, dtype=dtype)
+        else:
+            out[name] = torch.zeros(full, dtype=dtype)
+    return out
+
+
+def population_size(params: Mapping[str, Tensor], cfg: VSMLConfig) -> int | None:
+    """P when `params` carry a leading population axis, None when they are one set."""
+    shapes = param_shapes(cfg)
+    missing = set(shapes) - set(params)
+    if missing:
+        raise ValueError(f"params lack {sorted(missing)}")
+    pops = set()
+    for name, shape in shapes.items():
+        t = params[name]
+        if tuple(t.shape) == shape:
+            pops.add(None)
+        elif t.ndim == len(shape) + 1 and tuple(t.shape[1:]) == shape:
+            pops.add(int(t.shape[0]))
+        else:
+            raise ValueError(f"params[{name!r}] has shape {tuple(t.shape)}, expected {shape}")
+    if len(pops) != 1:
+        raise ValueError(f"params mix population sizes {sorted(map(str, pops))}")
+    return pops.pop()
+
+
+def _with_population(params: Mapping[str, Tensor], cfg: VSMLConfig) -> dict[str, Tensor]:
+    pop = population_size(params, cfg)
+    if pop is None:
+        return {k: v.unsqueeze(0) for k, v in params.items()}
+    return dict(params)
+
+
+class LayerState(NamedTuple):
+    """One layer's state. `h`, `c`: `(P, N, A, B, H)`; the messages it last received:
+    `fwd_in` `(P, N, A, M)` and `bwd_in` `(P, N, B, M)`."""
+
+    h: Tensor
+    c: Tensor
+    fwd_in: Tensor
+    bwd_in: Tensor
+
+
+def init_state(
+    cfg: VSMLConfig,
+    sizes: Sequence[int],
+    *,
+    batch: int,
+    population: int = 1,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> list[LayerState]:
+    """Fresh states for a stack with layer sizes `sizes` = (A_1, A_2, …, B_L), e.g. (64, 32, 10).
+
+    h = 0; the first `init_rand_proportion` of c's units are N(0, 1/A) (truncated, as the
+    reference), the rest 0; all messages 0. Each sequence and member gets its own draw.
+    """
+    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+        raise ValueError(f"sizes must list >= 2 positive layer widths, got {list(sizes)}")
+    if batch < 1 or population < 1:
+        raise ValueError(f"batch and population must be >= 1, got {batch}, {population}")
+    hdim, m = cfg.state_size, cfg.msg_size
+    n_rand = int(hdim * cfg.init_rand_proportion)
+    states = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=False):
+        lead = (population, batch, a, b)
+        h = torch.zeros(*lead, hdim, dtype=dtype, device=device)
+        c = torch.cat(
+            [
+                _trunc_normal((*lead, n_rand), a**-0.5, generator, dtype).to(device),
+                torch.zeros(*lead, hdim - n_rand, dtype=dtype, device=device),
+            ],
+            dim=-1,
+        )  # (P, N, A, B, H)
+        fwd = torch.zeros(population, batch, a, m, dtype=dtype, device=device)
+        bwd = torch.zeros(population, batch, b, m, dtype=dtype, device=device)
+        states.append(LayerState(h, c, fwd, bwd))
+    return states
+
+
+def _gate_bias(p: Mapping[str, Tensor], cfg: VSMLConfig) -> Tensor:
+    # The fixed +5 / -5 offsets start the forget gate open and the input gate nearly shut, so a
+    # fresh cell keeps its (random) state; folding them into β saves two ops per micro tick.
+    h = cfg.state_size
+    offset = torch.zeros(4 * h, dtype=p["bias"].dtype, device=p["bias"].device)
+    offset[:h] = cfg.input_bias
+    offset[h : 2 * h] = cfg.forget_bias
+    return p["bias"] + offset  # (P, 4H)
+
+
+def _layer_norm(x: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
+    # x (P, ..., M); scale/offset (P, M) broadcast over the middle axes.
+    shape = (scale.shape[0],) + (1,) * (x.ndim - 2) + (scale.shape[-1],)
+    y = F.layer_norm(x, x.shape[-1:], eps=1e-5)
+    return y * scale.view(shape) + offset.view(shape)
+
+
+def layer_step(
+    p: Mapping[str, Tensor], state: LayerState, cfg: VSMLConfig
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Run `cfg.micro_ticks` ticks of one layer on the messages stored in `state`.
+
+    `p` carries a population axis (see `_with_population`). Returns the new forward messages
+    `(P, N, B, M)`, backward messages `(P, N, A, M)`, and the new `h`, `c` `(P, N, A, B, H)`.
+    """
+    h, c, fwd_in, bwd_in = state
+    P, N, A, B, H = h.shape
+    M = cfg.msg_size
+    # The input projection is separable: A forward and B backward projections, added by
+    # broadcasting, instead of A·B projections of concatenated messages.
+    xf = torch.bmm(fwd_in.reshape(P, N * A, M), p["w_f"]).view(P, N, A, 1, 4 * H)
+    xb = torch.bmm(bwd_in.reshape(P, N * B, M), p["w_b"]).view(P, N, 1, B, 4 * H)
+    drive = xf + xb + _gate_bias(p, cfg).view(P, 1, 1, 1, 4 * H)  # (P, N, A, B, 4H)
+    w_h = p["w_h"]
+    for _ in range(cfg.micro_ticks):
+        z = drive + torch.bmm(h.reshape(P, N * A * B, H), w_h).view(P, N, A, B, 4 * H)
+        sig = torch.sigmoid(z[..., : 3 * H])
+        g = torch.tanh(z[..., 3 * H :])
+        c = sig[..., H : 2 * H] * c + sig[..., :H] * g
+        h = sig[..., 2 * H :] * torch.tanh(c)  # (P, N, A, B, H)
+    if cfg.layer_norm:
+        # LayerNorm is per cell and nonlinear, so each cell's message is projected first.
+        mf = torch.einsum("pnabh,phm->pnabm", h, p["head_f.weight"]) + p["head_f.bias"].view(
+            P, 1, 1, 1, M
+        )
+        mb = torch.einsum("pnabh,phm->pnabm", h, p["head_b.weight"]) + p["head_b.bias"].view(
+            P, 1, 1, 1, M
+        )
+        fwd_out = _layer_norm(mf, p["ln_f.scale"], p["ln_f.offset"]).mean(2)  # (P, N, B, M)
+        bwd_out = _layer_norm(mb, p["ln_b.scale"], p["ln_b.offset"]).mean(3)  # (P, N, A, M)
+    else:
+        # The heads are affine, so averaging h first and projecting once is exact and
+        # B (resp. A) times cheaper than projecting every cell.
+        fwd_out = torch.baddbmm(
+            p["head_f.bias"].unsqueeze(1), h.mean(2).reshape(P, N * B, H), p["head_f.weight"]
+        ).view(P, N, B, M)
+        bwd_out = torch.baddbmm(
+            p["head_b.bias"].unsqueeze(1), h.mean(3).reshape(P, N * A, H), p["head_b.weight"]
+        ).view(P, N, A, M)
+    return fwd_out, bwd_out, h, c
+
+
+def _pad_msg(values: Sequence[Tensor], size: int) -> Tensor:
+    # [v_0, v_1, …, 0, …]: each value (P, N, K) fills one message slot.
+    v = torch.stack(list(values), dim=-1)  # (P, N, K, len(values))
+    return F.pad(v, (0, size - v.shape[-1]))  # (P, N, K, M)
+
+
+def tick(
+    params: Mapping[str, Tensor],
+    states: Sequence[LayerState],
+    x: Tensor | None,
+    error: Tensor | None,
+    cfg: VSMLConfig,
+    *,
+    reverse: bool = False,
+) -> tuple[list[LayerState], Tensor]:
+    """One sweep of the stack: x `(P, N, A_1)` in as forward messages, `error`
+    `(P, N, B_L, k)` (k ≤ M slots: error, label) in as backward messages of the last layer.
+
+    Forward sweeps run layer 1 … L, each layer reading the forward messages its predecessor
+    just sent and the backward messages its successor sent on the previous sweep; reverse
+    sweeps run L … 1. `x=None` / `error=None` keep the stored messages. Returns the new
+    states and the bounded logits `(P, N, B_L)` of the last layer's forward messages.
+    """
+    p = _with_population(params, cfg)
+    M = cfg.msg_size
+    states = list(states)
+    if x is not None:
+        states[0] = states[0]._replace(fwd_in=_pad_msg([x], M))
+    if error is not None:
+        states[-1] = states[-1]._replace(bwd_in=F.pad(error, (0, M - error.shape[-1])))
+    order = range(len(states) - 1, -1, -1) if reverse else range(len(states))
+    logits = None
+    for i in order:
+        fwd_out, bwd_out, h, c = layer_step(p, states[i], cfg)
+        states[i] = states[i]._replace(h=h, c=c)
+        if i > 0:
+            states[i - 1] = states[i - 1]._replace(bwd_in=bwd_out)
+        if i < len(states) - 1:
+            states[i + 1] = states[i + 1]._replace(fwd_in=fwd_out)
+        else:
+            logits = fwd_out[..., cfg.output_idx]
+            if cfg.tanh_bound:
+                logits = torch.tanh(logits / cfg.tanh_bound) * cfg.tanh_bound
+    assert logits is not None
+    return states, logits
+
+
+def cross_entropy_error(logits: Tensor, y: Tensor) -> Tensor:
+    """∂CE/∂ŷ = softmax(ŷ) − onehot(y), differentiable in ŷ (second-order terms flow in BPTT)."""
+    return torch.softmax(logits, -1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+
+
+@dataclass
+class EpisodeResult:
+    """`logits` `(T, P, N, B)` made before each label was seen; `loss` `(T, P, N)` their CE;
+    `correct` `(T, P, N)` bool; `states` and `error` the final carry (for truncated BPTT or
+    introspection); `trace` per-step detached copies of the states when `record=True`."""
+
+    logits: Tensor
+    loss: Tensor
+    correct: Tensor
+    states: list[LayerState]
+    error: Tensor
+    trace: list[list[LayerState]] = field(default_factory=list)
+
+
+def episode(
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    cfg: VSMLConfig,
+    *,
+    sizes: Sequence[int] | None = None,
+    states: Sequence[LayerState] | None = None,
+    error: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    record: bool = False,
+) -> EpisodeResult:
+    """Run the VSML RNN online over sequences: predict x_t, then receive the error of y_t.
+
+    Args:
+        params: meta-parameters, optionally with a population axis P.
+        x: `(T, P, N, A_1)` or `(T, N, A_1)` (shared by all members) inputs.
+        y: `(T, P, N)` or `(T, N)` labels in `0..B_L−1`.
+        sizes: layer widths; default (A_1, B_L) with B_L = `y.max()+1` is not guessed: pass it
+            or pass `states`.
+        states, error: carry-over from a previous segment (truncated BPTT); fresh otherwise.
+    """
+    p = _with_population(params, cfg)
+    P = next(iter(p.values())).shape[0]
+    if x.ndim == 3:
+        x = x.unsqueeze(1).expand(-1, P, -1, -1)
+    if y.ndim == 2:
+        y = y.unsqueeze(1).expand(-1, P, -1)
+    if x.ndim != 4 or y.shape != x.shape[:3]:
+        raise ValueError(
+            f"x must be (T, [P,] N, A) and y (T, [P,] N); got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    if x.shape[1] != P:
+        raise ValueError(f"x has population axis {x.shape[1]} but params have {P}")
+    T, _, N, A = x.shape
+    if states is None:
+        if sizes is None:
+            raise ValueError("pass sizes=(A_1, …, B_L) or states")
+        if sizes[0] != A:
+            raise ValueError(f"sizes[0]={sizes[0]} does not match the input width {A}")
+        states = init_state(
+            cfg, sizes, batch=N, population=P, generator=generator, dtype=x.dtype, device=x.device
+        )
+    states = list(states)
+    B = states[-1].h.shape[3]
+    if int(y.max()) >= B or int(y.min()) < 0:
+        raise ValueError(f"labels must be in 0..{B - 1}, got range {int(y.min())}..{int(y.max())}")
+    slots = 2
+    if error is None:
+        error = x.new_zeros(P, N, B, slots)
+    logits_t, loss_t, trace = [], [], []
+    for t in range(T):
+        states, logits = tick(p, states, x[t], error, cfg)
+        loss_t.append(
+            F.cross_entropy(logits.reshape(P * N, B), y[t].reshape(P * N), reduction="none").view(
+                P, N
+            )
+        )
+        logits_t.append(logits)
+        err = cross_entropy_error(logits, y[t])
+        lab = F.one_hot(y[t], B).to(x.dtype) if cfg.feed_label else torch.zeros_like(err)
+        error = torch.stack([err, lab], dim=-1)  # (P, N, B, 2)
+        if cfg.backward_pass:
+            states, _ = tick(p, states, None, error, cfg, reverse=True)
+            error = torch.zeros_like(error)
+        if record:
+            trace.append([LayerState(*(t_.detach() for t_ in s)) for s in states])
+    logits_all = torch.stack(logits_t)  # (T, P, N, B)
+    correct = logits_all.argmax(-1) == y
+    return EpisodeResult(logits_all, torch.stack(loss_t), correct, states, error, trace)
+
+
+class VSML(nn.Module):
+    """A thin module around the functional VSML: one parameter set as `nn.Parameter`s.
+
+    `forward(x, y)` with x `(T, N, A)` and y `(T, N)` runs a fresh episode on a grid stack of
+    `sizes` (default (A, num_classes)) and returns its `EpisodeResult`. Any sizes work with
+    the same parameters.
+    """
+
+    def __init__(
+        self, cfg: VSMLConfig | None = None, *, seed: int = 0, dtype: torch.dtype = torch.float32
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg or VSMLConfig()
+        g = torch.Generator().manual_seed(seed)
+        init = init_params(self.cfg, generator=g, dtype=dtype)
+        self._names = list(init)
+        self.params = nn.ParameterDict(
+            {k.replace(".", "__"): nn.Parameter(v) for k, v in init.items()}
+        )
+
+    def param_dict(self) -> dict[str, Tensor]:
+        return {k: self.params[k.replace(".", "__")] for k in self._names}
+
+    def load_param_dict(self, params: Mapping[str, Tensor]) -> None:
+        with torch.no_grad():
+            for k in self._names:
+                self.params[k.replace(".", "__")].copy_(params[k])
+
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        sizes: Sequence[int] | None = None,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+        record: bool = False,
+    ) -> EpisodeResult:
+        if sizes is None:
+            if num_classes is None:
+                raise ValueError("pass sizes= or num_classes=")
+            sizes = (x.shape[-1], num_classes)
+        return episode(
+            self.param_dict(), x, y, self.cfg, sizes=sizes, generator=generator, record=record
+        )
