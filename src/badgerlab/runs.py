@@ -23,6 +23,7 @@ from badgerlab.errors import UserError
 
 __all__ = [
     "OPS",
+    "STATUSES",
     "Checkpoint",
     "Claim",
     "Run",
