@@ -109,3 +109,33 @@ def test_resume_refuses_overrides(tmp_path, capsys):
     (run_dir,) = (out / "online-learners").iterdir()
     assert main(["run", "online-learners", "--resume", str(run_dir), "--set", "seeds=2"]) == 2
     assert "resume" in capsys.readouterr().err
+
+
+def test_reproduce_lists_skipped_variants_with_fetch_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BADGERLAB_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("BADGERLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "runs"
+    args = ["reproduce", "--only", "online-learners", "--scale", "smoke", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.md")
+    md = (out / "report.md").read_text()
+    assert "Skipped paper-data variants" in md
+    assert "badgerlab datasets --download mnist" in md
+    assert [p.name for p in out.iterdir() if p.is_dir()] == ["online-learners"]
+
+
+def test_reproduce_runs_variants_when_data_present(tmp_path, require, capsys):
+    require("mnist")
+    require("fashion_mnist")
+    out = tmp_path / "runs"
+    args = ["reproduce", "--only", "online-learners", "--scale", "smoke", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == [
+        "online-learners",
+        "online-learners--fashion_mnist",
+        "online-learners--mnist",
+    ]
+    md = (out / "report.md").read_text()
+    assert "online-learners (online-learners--mnist)" in md
+    assert "Skipped" not in md
