@@ -132,7 +132,11 @@ def run_cmd(
         config_file=config,
         quiet=quiet,
     )
-    _print_claims(record.dir, record.claims)
+    from badgerlab import distributed
+
+    if distributed.is_main():
+        _print_claims(record.dir, record.claims)
+    distributed.cleanup()
 
 
 def _print_claims(run_dir: Path, claims: list[dict[str, Any]]) -> None:
@@ -193,7 +197,9 @@ def datasets_cmd(
     for name in download or []:
         data.registry.info_for(name)
         _fetch_with_bar(name)
-    table = Table("dataset", "kind", "found", "where", "description")
+    from badgerlab.data.download import SOURCES
+
+    table = Table("dataset", "kind", "found", "where", "checksum", "description")
     for name, info in sorted(data.DATASETS.items()):
         where = data.locate(name)
         if where is None:
@@ -202,7 +208,9 @@ def datasets_cmd(
             found, path = "bundled", "ships with an installed package"
         else:
             found, path = where[0], str(where[1])
-        table.add_row(name, info.kind, found, path, info.description)
+        src = SOURCES.get(name)
+        check = "" if src is None else ("verified" if src.verified else "unverified")
+        table.add_row(name, info.kind, found, path, check, info.description)
     out_console.print(table)
 
 

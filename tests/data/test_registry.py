@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from badgerlab.data import DATASETS, DatasetError, load, locate
+from badgerlab.data import DatasetError, load, locate
+from badgerlab.data.download import get_source
 from badgerlab.data.idx import parse_idx, read_idx
 
 SKLEARN = {
@@ -78,13 +79,13 @@ def test_idx_dataset_found_in_badgerlab_data_with_checksums(tmp_path, monkeypatc
     labs = rng.integers(0, 10, 7).astype(np.uint8)
     payloads = {}
     for split in ("train", "test"):
-        i_name, l_name = DATASETS["mnist"].files[split]
+        i_name, l_name = get_source("mnist").splits[split]
         payloads[i_name], payloads[l_name] = _idx(imgs, 8), _idx(labs, 8)
-    for name, payload in payloads.items():
-        (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+    for rel, payload in payloads.items():
+        (tmp_path / "data" / rel).write_bytes(gzip.compress(payload))
     monkeypatch.setenv("BADGERLAB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("BADGERLAB_CACHE", str(tmp_path / "cache"))
-    assert locate("mnist") == ("BADGERLAB_DATA", folder)
+    assert locate("mnist") == ("BADGERLAB_DATA", tmp_path / "data")
     # Our fake files do not match the real MNIST checksums: loading must refuse them.
     with pytest.raises(DatasetError, match="sha256"):
         load("mnist", "test")
@@ -98,3 +99,33 @@ def test_real_mnist_and_fashion(require):
         assert te.x.shape == (10000, 1, 28, 28) and te.num_classes == 10
         assert 0.0 <= float(te.x.min()) and float(te.x.max()) <= 1.0
         assert torch.bincount(te.y).min() > 800
+
+
+def test_emnist_letters_transposed_and_shifted_and_cifar_read(tmp_path, monkeypatch):
+    # Files in the true formats, made here: EMNIST stores images column-major, labels 1..26.
+    from badgerlab.data.cifar import CIFAR10_FILES
+
+    root = tmp_path / "data"
+    (root / "emnist").mkdir(parents=True)
+    img = np.zeros((2, 28, 28), np.uint8)
+    img[:, 0, 5] = 255  # stored row 0, column 5: upright it is row 5, column 0
+    src = get_source("emnist_letters")
+    for split in ("train", "test"):
+        i_rel, l_rel = src.splits[split]
+        (root / i_rel).write_bytes(gzip.compress(_idx(img, 8)))
+        (root / l_rel).write_bytes(gzip.compress(_idx(np.array([1, 26], np.uint8), 8)))
+    (root / "cifar-10-batches-bin").mkdir()
+    for names in CIFAR10_FILES.values():
+        for i, fname in enumerate(names):
+            rec = np.zeros((3, 1 + 3072), np.uint8)
+            rec[:, 0] = [i, 9, 3]
+            rec[:, 1] = 255
+            (root / "cifar-10-batches-bin" / fname).write_bytes(rec.tobytes())
+    monkeypatch.setenv("BADGERLAB_DATA", str(root))
+    monkeypatch.setenv("BADGERLAB_CACHE", str(tmp_path / "cache"))
+    e = load("emnist_letters", "test")
+    assert e.y.tolist() == [0, 25] and e.shape == (1, 28, 28)
+    assert float(e.x[0, 0, 5, 0]) == 1.0 and float(e.x[0, 0, 0, 5]) == 0.0
+    c = load("cifar10", "train")
+    assert c.shape == (3, 32, 32) and len(c) == 15 and c.num_classes == 10
+    assert c.y[:3].tolist() == [0, 9, 3] and float(c.x[0, 0, 0, 0]) == 1.0

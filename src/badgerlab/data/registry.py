@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import torch
 from badgerlab.errors import UserError
 
 from .bundled import load_bundled
+from .cifar import read_cifar10
+from .download import get_source
 from .idx import read_idx
 
 __all__ = [
@@ -62,22 +63,20 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """How to find and read one dataset. `files[split]` are (images, labels) file names inside
-    `folder`; `sha256` maps a file name to the sha256 of its decompressed payload."""
+    """A dataset known to `load`: `kind` is `bundled` (ships with a package or is generated),
+    `idx` or `cifar` (files described by `badgerlab.data.download.SOURCES[name]`)."""
 
     name: str
-    kind: str  # "bundled" | "idx" | "custom"
+    kind: str
     description: str
-    folder: str = ""
-    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    sha256: dict[str, str] = field(default_factory=dict)
-    label_offset: int = 0
-    reader: Callable[[Path, str], tuple[np.ndarray, np.ndarray]] | None = None
 
 
-_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+_FILE_SETS = {
+    "mnist": ("idx", "MNIST, 28x28 handwritten digits, 60k/10k"),
+    "fashion_mnist": ("idx", "Fashion-MNIST, 28x28 clothing images, 60k/10k"),
+    "kmnist": ("idx", "Kuzushiji-MNIST, 28x28 cursive Japanese characters, 60k/10k"),
+    "emnist_letters": ("idx", "EMNIST letters, 28x28, 26 classes, 124.8k/20.8k"),
+    "cifar10": ("cifar", "CIFAR-10, 32x32 colour images, 10 classes, 50k/10k"),
 }
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -90,32 +89,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "breast_cancer", "bundled", "scikit-learn's breast cancer, 30 features, 2 classes"
     ),
     "mnist1d": DatasetInfo("mnist1d", "bundled", "MNIST-1D generated offline, 40 features"),
-    "mnist": DatasetInfo(
-        "mnist",
-        "idx",
-        "MNIST, 28x28 handwritten digits, 60k/10k",
-        folder="mnist",
-        files=_MNIST_FILES,
-        sha256={
-            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        },
-    ),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist",
-        "idx",
-        "Fashion-MNIST, 28x28 clothing images, 60k/10k",
-        folder="fashion-mnist",
-        files=_MNIST_FILES,
-        sha256={
-            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        },
-    ),
+    **{name: DatasetInfo(name, kind, text) for name, (kind, text) in _FILE_SETS.items()},
 }
 
 
@@ -136,24 +110,24 @@ def search_paths() -> list[tuple[str, Path]]:
     return out
 
 
-def _find_file(root: Path, name: str) -> Path | None:
-    for candidate in (root / name, root / f"{name}.gz"):
+def _find_file(root: Path, rel: str) -> Path | None:
+    """`rel` under `root`, also accepted without its `.gz` (files decompressed by hand)."""
+    for candidate in (root / rel, root / rel.removesuffix(".gz")):
         if candidate.is_file():
             return candidate
     return None
 
 
 def locate(name: str) -> tuple[str, Path] | None:
-    """(origin, folder) holding every file of dataset `name`, or None; bundled sets give
+    """(origin, root) whose tree holds every file of dataset `name`, or None; bundled sets give
     `("bundled", Path())`."""
     info = info_for(name)
     if info.kind == "bundled":
         return ("bundled", Path())
-    needed = [f for files in info.files.values() for f in files]
+    src = get_source(name)
     for origin, root in search_paths():
-        folder = root / info.folder
-        if all(_find_file(folder, f) is not None for f in needed):
-            return origin, folder
+        if all(_find_file(root, f) is not None for f in src.files):
+            return origin, root
     return None
 
 
@@ -191,7 +165,7 @@ def load(name: str, split: str = "train", *, download: bool | None = None) -> Da
     where = locate(name)
     if where is None:
         if download if download is not None else _download_default():
-            from .download import fetch  # noqa: PLC0415 - only needed when downloading
+            from .download import fetch
 
             fetch(name, cache=cache_dir())
             where = locate(name)
@@ -217,20 +191,32 @@ def _load_bundled(name: str, split: str) -> Dataset:
     return Dataset(xt, torch.from_numpy(y.astype(np.int64)), classes, tuple(xt.shape[1:]), name)
 
 
+def _payload_sha256(src, rel: str) -> str | None:
+    for d in src.downloads:
+        if d.path == rel and d.of == "payload" and d.checksum.startswith("sha256:"):
+            return d.checksum.removeprefix("sha256:")
+    return None
+
+
 @lru_cache(maxsize=4)
-def _load_files(name: str, split: str, folder: str) -> Dataset:
-    info = DATASETS[name]
-    if info.reader is not None:
-        x, y = info.reader(Path(folder), split)
-    else:
-        img_name, lab_name = info.files[split]
-        try:
-            x = read_idx(_find_file(Path(folder), img_name), sha256=info.sha256.get(img_name))
-            y = read_idx(_find_file(Path(folder), lab_name), sha256=info.sha256.get(lab_name))
-        except ValueError as err:
-            raise DatasetError(f"dataset {name!r}: {err}") from None
-    y = y.astype(np.int64) - info.label_offset
+def _load_files(name: str, split: str, root: str) -> Dataset:
+    src = get_source(name)
+    files = [_find_file(Path(root), rel) for rel in src.splits[split]]
+    try:
+        if DATASETS[name].kind == "cifar":
+            x, y = read_cifar10(files[0].parent, split)
+        else:
+            img, lab = (
+                read_idx(path, sha256=_payload_sha256(src, rel))
+                for path, rel in zip(files, src.splits[split], strict=True)
+            )
+            x, y = img, lab
+    except (ValueError, FileNotFoundError) as err:
+        raise DatasetError(f"dataset {name!r}: {err}") from None
+    if src.transpose:
+        x = x.transpose(0, 2, 1)
+    y = y.astype(np.int64) - src.label_offset
     if x.ndim == 3:
         x = x[:, None]
-    xt = torch.from_numpy(x.astype(np.float32) / 255.0)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / 255.0)
     return Dataset(xt, torch.from_numpy(y), int(y.max()) + 1, tuple(xt.shape[1:]), name)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from badgerlab import distributed
 from badgerlab.errors import UserError
 from badgerlab.experiment import ConfigError, Experiment, build_config
 from badgerlab.runs import Run, RunError, RunRecord
@@ -67,11 +68,12 @@ def execute(
     if resume is not None:
         if overrides:
             raise ConfigError("--resume continues the stored config; drop the --set overrides")
-        run = Run.resume(resume, quiet=quiet)
-        if run.experiment != exp.name:
-            run.close()
-            raise RunError(f"{str(resume)!r} is a run of {run.experiment!r}, not of {exp.name!r}")
-        cfg = build_config(exp.Config, {}, run.config, scale=run.config.get("scale", "quick"))
+        stored = Run.open(resume)
+        if stored.experiment != exp.name:
+            raise RunError(f"{str(resume)!r} is a run of {stored.experiment!r}, not {exp.name!r}")
+        stored_scale = stored.config.get("scale", "quick")
+        cfg = build_config(exp.Config, {}, stored.config, scale=stored_scale)
+        open_run = lambda: Run.resume(resume, quiet=quiet)  # noqa: E731
     else:
         if config_file is not None:
             base = _read_config_file(config_file, exp)
@@ -79,16 +81,20 @@ def execute(
             cfg = build_config(exp.Config, base, overrides or {}, scale=scale)
         else:
             cfg = exp.config(scale, overrides)
-        run = Run.create(
+        open_run = lambda: Run.create(  # noqa: E731
             exp.name, cfg.model_dump(mode="json"), out=out, quiet=quiet, variant=variant
         )
     torch.set_num_threads(cfg.threads)
+    if distributed.launched():  # under torchrun: one process per rank, rank 0 writes
+        distributed.init_from_env(cfg.device)
+    run = distributed.main_run(open_run)
     try:
         claims = exp.run(cfg, run)
         run.finish(list(claims or []))
     except BaseException as err:
         run.fail(f"{type(err).__name__}: {err}")
         raise
+    distributed.barrier()
     return Run.open(run.dir)
 
 
