@@ -95,7 +95,9 @@ def _walk(obj: Any, prefix: str, tensors: dict[str, Tensor], meta: dict[str, Any
         )
 
 
-def state_dict(state: NamedTuple, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def state_dict(
+    state: NamedTuple, *, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
     """Every tensor of ``state`` under a dotted key, cloned to CPU (safetensors-ready).
 
     With ``generator``, its state is stored under ``"generator"`` too, so sampling resumes

@@ -25,7 +25,8 @@ def centred_ranks(u: Tensor) -> Tensor:
     r"""Centred ranks, then standardised (the Hebbian reference, after Salimans et al. 2017).
 
     .. math::
-        r_i = \frac{\mathrm{rank}(u_i)}{P - 1} - \tfrac12, \qquad F_i = \frac{r_i - \bar r}{\mathrm{std}(r)}
+        r_i = \frac{\mathrm{rank}(u_i)}{P - 1} - \tfrac12, \qquad
+        F_i = \frac{r_i - \bar r}{\mathrm{std}(r)}
 
     Ties get their average rank, so equal utilities give equal weights; when every utility is
     equal all weights are exactly 0 (the reference code divided by a zero standard deviation).
