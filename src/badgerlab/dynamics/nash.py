@@ -1,0 +1,254 @@
+"""Nash equilibria of two-player zero-sum matrix games: maximin LPs and the max-entropy Nash.
+
+The maximin strategies come from one linear program (scipy's HiGHS), the opponent's from its
+dual. Nash averaging (Balduzzi et al. 2018, "Re-evaluating evaluation",
+https://arxiv.org/abs/1806.02643) needs the *maximum-entropy* Nash, which is unique; it is
+found in two steps: one LP finds the largest support of any Nash and the constraints no Nash can
+make slack, then a barrier method maximises the entropy on the affine set they leave.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+import torch
+
+from badgerlab.dynamics.games import check_antisymmetric
+
+__all__ = [
+    "NashAveraging",
+    "NashEquilibrium",
+    "max_entropy_nash",
+    "max_entropy_nash_avt",
+    "max_entropy_point",
+    "nash_averaging",
+    "nash_averaging_avt",
+    "solve_zero_sum",
+]
+
+
+class NashEquilibrium(NamedTuple):
+    """Maximin strategies of a zero-sum game with row payoffs ``M``, and its value."""
+
+    row: np.ndarray
+    col: np.ndarray
+    value: float
+
+
+def _matrix(M: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D payoff matrix, got shape {M.shape}")
+    if not np.all(np.isfinite(M)):
+        raise ValueError(f"{name} has NaN or infinite entries")
+    return M
+
+
+def _clean(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 0.0, None)
+    return p / p.sum()
+
+
+def solve_zero_sum(M: np.ndarray | torch.Tensor) -> NashEquilibrium:
+    """A Nash equilibrium of the zero-sum game where the row player receives ``M[i, j]``.
+
+    Row LP: ``max_{x ∈ Δ, v} v`` s.t. ``Mᵀx ≥ v·1``. The column player's maximin strategy is
+    the dual of those constraints. ``value = xᵀ M y``.
+
+    >>> from badgerlab.dynamics.games import rock_paper_scissors
+    >>> eq = solve_zero_sum(rock_paper_scissors())
+    >>> eq.row.round(6).tolist(), round(eq.value, 9)
+    ([0.333333, 0.333333, 0.333333], 0.0)
+    """
+    M = _matrix(M, "M")
+    m, n = M.shape
+    # variables (x_1..x_m, v); minimise -v
+    c = np.zeros(m + 1)
+    c[-1] = -1.0
+    A_ub = np.hstack([-M.T, np.ones((n, 1))])  # v - (Mᵀx)_j <= 0
+    A_eq = np.zeros((1, m + 1))
+    A_eq[0, :m] = 1.0
+    bounds = [(0.0, None)] * m + [(None, None)]
+    res = scipy.optimize.linprog(
+        c, A_ub=A_ub, b_ub=np.zeros(n), A_eq=A_eq, b_eq=[1.0], bounds=bounds, method="highs"
+    )
+    if res.status != 0:
+        raise RuntimeError(f"zero-sum LP failed: {res.message}")
+    x = _clean(res.x[:m])
+    # the duals of v - (Mᵀx)_j <= 0 are -y_j (HiGHS reports marginals as ∂objective/∂b)
+    y = _clean(-res.ineqlin.marginals)
+    return NashEquilibrium(x, y, float(x @ M @ y))
+
+
+def _faces(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The face structure of ``{p ∈ Δ : B p <= 0}`` from one LP.
+
+    Over the cone ``{q >= 0 : B q <= 0}`` maximise ``Σ t + Σ s`` with ``0 <= t <= min(q, 1)``
+    and ``0 <= s <= min(-B q, 1)``. Sums of scaled feasible points stay feasible, so at the
+    optimum ``t_i = 1`` exactly for the strategies some point of the polytope plays (the
+    largest support ``S``) and ``s_i = 1`` exactly for the rows some point makes slack (the
+    others are implicit equalities). ``q / Σq`` is a point with both properties at once.
+    Returns ``(S mask, slack-row mask, p0)``.
+    """
+    k, n = B.shape
+    c = np.concatenate([np.zeros(n), -np.ones(n), -np.ones(k)])
+    A_ub = scipy.sparse.bmat(
+        [
+            [scipy.sparse.csr_matrix(B), None, scipy.sparse.eye(k)],
+            [-scipy.sparse.eye(n), scipy.sparse.eye(n), None],
+        ],
+        format="csr",
+    )
+    bounds = [(0.0, None)] * n + [(0.0, 1.0)] * (n + k)
+    res = scipy.optimize.linprog(
+        c, A_ub=A_ub, b_ub=np.zeros(k + n), bounds=bounds, method="highs-ds"
+    )
+    if res.status != 0 or res.x is None:
+        raise RuntimeError(f"support LP failed: {res.message}")
+    q, t, s = res.x[:n], res.x[n : 2 * n], res.x[2 * n :]
+    support = t > 0.5
+    if not support.any():
+        raise ValueError("the polytope {p in simplex : B p <= 0} is empty")
+    p0 = np.where(support, q, 0.0)
+    return support, s > 0.5, p0 / p0.sum()
+
+
+def _null_space(K: np.ndarray) -> np.ndarray:
+    _, sv, Vt = np.linalg.svd(K)
+    tol = max(K.shape) * np.finfo(float).eps * max(1.0, sv[0] if len(sv) else 0.0) * 1e3
+    rank = int((sv > tol).sum())
+    return Vt[rank:].T  # (n, n - rank)
+
+
+def max_entropy_point(B: np.ndarray | torch.Tensor, *, gap: float = 1e-11) -> np.ndarray:
+    """``argmax_{p ∈ Δ, B p <= 0} H(p)``, the maximum-entropy point of a polytope in the simplex.
+
+    One LP (``_faces``) gives the largest support ``S``, the implicit equalities ``E`` and a
+    point ``p0`` that is strictly inside every other constraint. On the affine set
+    ``{p_S : B_{E,S} p_S = 0, 1ᵀp_S = 1} = {p0 + N z}`` the maximiser is interior, and a
+    barrier method (Newton steps on ``t·Σ p log p - Σ_{i∉E} log(-(B p)_i)``, ``t -> ∞``)
+    finds it to a duality gap ``gap``. ``B`` is ``(k, n)``; returns ``p`` ``(n,)``.
+    """
+    B = _matrix(B, "B")
+    k, n = B.shape
+    support, slack, p0 = _faces(B)
+    p = np.zeros(n)
+    idx = np.flatnonzero(support)
+    x0 = p0[idx]
+    BS = B[:, idx]  # (k, |S|)
+    K = np.vstack([BS[~slack], np.ones((1, len(idx)))])  # implicit equalities and Σp = 1
+    # put p0 exactly on the affine set (the LP meets it only up to its tolerance)
+    rhs = np.zeros(K.shape[0])
+    rhs[-1] = 1.0
+    x0 = x0 - np.linalg.lstsq(K, K @ x0 - rhs, rcond=None)[0]
+    N = _null_space(K)  # (|S|, d)
+    if N.shape[1] == 0 or x0.min() <= 0:
+        p[idx] = _clean(x0)
+        return p
+    BI = BS[slack] @ N  # (|I|, d): how each slack row moves along the affine set
+    rI0 = -(BS[slack] @ x0)  # (|I|,) > 0 slack at p0
+    z = np.zeros(N.shape[1])
+    m_ineq = int(slack.sum())
+    t = 1.0
+
+    def barrier(z: np.ndarray, t: float) -> float:
+        x = x0 + N @ z
+        r = rI0 - BI @ z
+        if x.min() <= 0 or (m_ineq and r.min() <= 0):
+            return np.inf
+        return t * float(x @ np.log(x)) - float(np.log(r).sum())
+
+    while True:
+        for _ in range(200):  # centering by damped Newton
+            x = x0 + N @ z
+            r = rI0 - BI @ z
+            g = t * (N.T @ (np.log(x) + 1.0)) + BI.T @ (1.0 / r)
+            H = t * (N.T * (1.0 / x)) @ N + (BI.T * (1.0 / r**2)) @ BI
+            dz = -np.linalg.solve(H + 1e-14 * np.eye(len(z)), g)
+            decrement = float(-g @ dz)
+            if decrement / 2 <= 1e-12:
+                break
+            f, step = barrier(z, t), 1.0
+            while barrier(z + step * dz, t) > f - 0.25 * step * decrement:
+                step *= 0.5
+                if step < 1e-12:
+                    break
+            z = z + step * dz
+        if m_ineq == 0 or m_ineq / t < gap:
+            break
+        t *= 20.0
+    p[idx] = _clean(x0 + N @ z)
+    return p
+
+
+def max_entropy_nash(A: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The maximum-entropy Nash ``p`` of a symmetric zero-sum game (antisymmetric ``A``).
+
+    The Nash set is ``{p ∈ Δ : A p <= 0}`` (the value is 0); its max-entropy point is unique.
+
+    >>> from badgerlab.dynamics.games import biased_rock_paper_scissors
+    >>> (max_entropy_nash(biased_rock_paper_scissors()) * 16).round(6).tolist()
+    [1.0, 10.0, 5.0]
+    """
+    A = check_antisymmetric(A)
+    return max_entropy_point(A)
+
+
+class NashAveraging(NamedTuple):
+    """Nash averaging of agent-vs-agent data: the max-entropy Nash and the ratings ``A p``."""
+
+    nash: np.ndarray
+    ratings: np.ndarray
+
+
+def nash_averaging(A: np.ndarray | torch.Tensor) -> NashAveraging:
+    """Nash averaging (Balduzzi 2018, §4): ``p*`` = max-entropy Nash of ``A``, ratings ``A p*``.
+
+    Invariant to redundancy: adding a copy of an agent splits its mass between the copies and
+    leaves every rating unchanged.
+    """
+    A = check_antisymmetric(A)
+    p = max_entropy_nash(A)
+    return NashAveraging(p, A @ p)
+
+
+def _normalise_tasks(S: np.ndarray) -> np.ndarray:
+    lo, hi = S.min(axis=0), S.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)  # a task on which all agents score alike gives 0s
+    return (S - lo) / span
+
+
+def max_entropy_nash_avt(
+    S: np.ndarray | torch.Tensor, *, normalise: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Max-entropy Nash ``(p_agents, p_tasks)`` of agent-vs-task scores ``S`` ``(m, n)``.
+
+    The agents (rows) maximise and the tasks (columns) minimise ``S``, after per-task min-max
+    normalisation as in Balduzzi 2018 App. D. The Nash set of the embedded antisymmetric game
+    ``[[0, S], [-Sᵀ, 0]]`` is a product ``X* × Y*`` (both sides reach the value ``V``), so the
+    joint entropy is maximised separately: ``X* = {x : Sᵀx >= V}``, ``Y* = {y : S y <= V}``.
+    """
+    S = _matrix(S, "S")
+    if normalise:
+        S = _normalise_tasks(S)
+    V = solve_zero_sum(S).value
+    # (V - Sᵀx)_t <= 0 written with 1ᵀx = 1 as (V·11ᵀ - Sᵀ) x <= 0
+    x = max_entropy_point(V - S.T)
+    y = max_entropy_point(S - V)
+    return x, y
+
+
+def nash_averaging_avt(
+    S: np.ndarray | torch.Tensor,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Agent-vs-task Nash averaging: ``((p_a, p_e), (skill, difficulty))``.
+
+    ``skill = S̃ p_e`` and ``difficulty = -S̃ᵀ p_a`` with ``S̃`` the min-max normalised scores,
+    the same outputs as OpenSpiel's ``nash_averaging_avt_matrix``.
+    """
+    S = _normalise_tasks(_matrix(S, "S"))
+    pa, pe = max_entropy_nash_avt(S, normalise=False)
+    return (pa, pe), (S @ pe, -S.T @ pa)
