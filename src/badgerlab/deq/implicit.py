@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from badgerlab.deq.solvers import SolverStats, get_solver, relative_residual
 
+T = TypeVar("T")
+
 __all__ = [
     "implicit_solve",
     "jacobian_frobenius",
     "phantom_grad",
+    "saved_bytes",
     "spectral_radius",
     "unrolled_solve",
 ]
@@ -79,7 +82,10 @@ def implicit_solve(
     b_tol = tol if backward_tol is None else backward_tol
     b_steps = max_steps if backward_max_steps is None else backward_max_steps
 
-    def hook(grad: Tensor) -> Tensor:
+    def hook(grad: Tensor | None) -> Tensor | None:
+        if grad is None:  # an undefined gradient stays undefined
+            return None
+
         def vjp(u: Tensor) -> Tensor:
             (uj,) = torch.autograd.grad(f_in, z_in, u, retain_graph=True)
             return uj + grad
@@ -188,3 +194,22 @@ def spectral_radius(fz: Tensor, z: Tensor, *, iters: int = 30) -> Tensor:
         rho = vj.reshape(len(vj), -1).norm(dim=1)
         v = vj / rho.clamp_min(torch.finfo(rho.dtype).tiny).reshape(-1, *[1] * (vj.dim() - 1))
     return rho.detach()
+
+
+def saved_bytes(fn: Callable[[], T]) -> tuple[T, int]:
+    """Run `fn()` and count the bytes autograd saves for backward while it runs.
+
+    Uses `torch.autograd.graph.saved_tensors_hooks`; tensors sharing one storage (a weight
+    saved by every unrolled step) are counted once, by the storage's size, since that is the
+    memory actually held until backward.
+    """
+    seen: dict[tuple[int, str], int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        st = t.untyped_storage()
+        seen[(st.data_ptr(), str(t.device))] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -26,8 +26,11 @@ class SolverStats(NamedTuple):
 
     steps: (B,) int64, evaluations of f until the returned iterate (the first step whose
         relative residual fell below `tol`, else the step with the lowest residual).
-    trace: (B, T) relative residual after each of the T evaluations made.
-    lowest: (B,) lowest relative residual reached.
+    trace: (B, T) relative residual after each of the T evaluations made; a sample that has
+        stopped keeps being iterated while others run, and its trace shows those steps.
+    lowest: (B,) relative residual of the returned iterate: the lowest up to the step where
+        the sample stopped (NaN counts as +inf, so a sample that never improves on its
+        start still returns its first iterate).
     converged: (B,) bool, `lowest < tol`.
     """
 
@@ -39,7 +42,14 @@ class SolverStats(NamedTuple):
 
 class Solver(Protocol):
     def __call__(
-        self, f: Callable[[Tensor], Tensor], z0: Tensor, *, tol: float, max_steps: int, **opts
+        self,
+        f: Callable[[Tensor], Tensor],
+        z0: Tensor,
+        *,
+        tol: float,
+        max_steps: int,
+        early_stop: bool = True,
+        **opts: Any,
     ) -> tuple[Tensor, SolverStats]: ...
 
 
@@ -111,6 +121,7 @@ def fixed_point(
     *,
     tol: float = 1e-4,
     max_steps: int = 50,
+    early_stop: bool = True,
 ) -> tuple[Tensor, SolverStats]:
     """Plain fixed-point (Picard) iteration z_{k+1} = f(z_k).
 
@@ -119,6 +130,9 @@ def fixed_point(
         z0: (B, ...) starting point.
         tol: stop a sample once ‖f(z) − z‖ / ‖f(z)‖ < tol.
         max_steps: budget of evaluations of f.
+        early_stop: leave the loop once every sample has converged. False runs the whole
+            budget (converged samples stay frozen, so the results are the same) without a
+            data-dependent branch, which `torch.func.vmap` needs.
 
     Returns:
         z*: (B, ...) the image f(z) of the returned iterate, and its `SolverStats`.
@@ -134,7 +148,7 @@ def fixed_point(
     fz = g(z)
     tr = _Tracker(fz, relative_residual(z, fz), tol)
     for step in range(2, max_steps + 1):
-        if bool(tr.done.all()):
+        if early_stop and bool(tr.done.all()):
             break
         z = fz
         fz = g(z)
@@ -148,6 +162,7 @@ def anderson(
     *,
     tol: float = 1e-4,
     max_steps: int = 50,
+    early_stop: bool = True,
     m: int = 5,
     beta: float = 1.0,
     lam: float = 1e-4,
@@ -159,14 +174,15 @@ def anderson(
 
         α = argmin_α ‖α G‖² + λ‖α‖²   subject to   1ᵀα = 1,
 
-    i.e. (G Gᵀ + λ I) w = 1, α = w / 1ᵀw, then mixes x_k = β α F + (1 − β) α X.
+    i.e. (G Gᵀ + λ I) w = 1, α = w / 1ᵀw, then mixes x_k = β α F + (1 − β) α X
+    (= α X + β α G).
     λ = lam · mean(diag G Gᵀ): we scale the regulariser by the residuals' size, where the
     reference implementations use a fixed λ that swamps the system once residuals get small.
     A system that is singular or gives a non-finite α falls back, for that sample only, to a
-    plain step x_k = f(x_{k-1}).
+    (damped) plain step x_k = x_{k-1} + β g(x_{k-1}).
 
     Args:
-        f, z0, tol, max_steps: as for `fixed_point`.
+        f, z0, tol, max_steps, early_stop: as for `fixed_point`.
         m: memory, number of past iterates mixed (>= 1).
         beta: damping β in (0, 1].
         lam: relative Tikhonov regularisation λ (>= 0).
@@ -179,41 +195,50 @@ def anderson(
     if not lam >= 0.0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     shape = z0.shape
-    g = _flat(f, shape)
+    fn = _flat(f, shape)
     x = z0.reshape(shape[0], -1)
     B, D = x.shape
+    # X and the residuals G = F − X live in preallocated ring buffers: fresh (B, m, D)
+    # temporaries every step cost more than the mixing itself on CPU
     X = x.new_zeros(B, m, D)
-    F = x.new_zeros(B, m, D)
-    fx = g(x)
-    X[:, 0], F[:, 0] = x, fx
-    tr = _Tracker(fx, relative_residual(x, fx), tol)
+    G = x.new_zeros(B, m, D)
+    GG = x.new_zeros(B, m, m)  # G Gᵀ, one row and column refreshed per step
+    eye = torch.eye(m, dtype=x.dtype, device=x.device)
+    tiny = torch.finfo(x.dtype).tiny
+    fx = fn(x)
+    X[:, 0] = x
+    torch.sub(fx, x, out=G[:, 0])
+    GG[:, 0, 0] = G[:, 0].square().sum(dim=1)
+    tr = _Tracker(fx, G[:, 0].norm(dim=1) / fx.norm(dim=1).clamp_min(tiny), tol)
     for step in range(2, max_steps + 1):
-        if bool(tr.done.all()):
+        if early_stop and bool(tr.done.all()):
             break
         k = step - 1  # iterates stored so far
         n = min(k, m)
         newest = (k - 1) % m
         if n == 1:
-            x = F[:, newest]
+            x = X[:, newest] + beta * G[:, newest]
         else:
-            G = F[:, :n] - X[:, :n]  # (B, n, D)
-            H = G @ G.transpose(1, 2)  # (B, n, n)
-            scale = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
-            H = H + (lam * scale)[:, None, None] * torch.eye(n, dtype=x.dtype, device=x.device)
+            Gn, Xn = G[:, :n], X[:, :n]  # (B, n, D)
+            H = GG[:, :n, :n]  # (B, n, n)
+            scale = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(tiny)
+            H = H + (lam * scale)[:, None, None] * eye[:n, :n]
             w, info = torch.linalg.solve_ex(H, torch.ones_like(H[:, :, :1]))  # (B, n, 1)
-            w = w[:, :, 0]
-            alpha = w / w.sum(dim=1, keepdim=True)  # (B, n)
+            alpha = w[:, :, 0] / w[:, :, 0].sum(dim=1, keepdim=True)  # (B, n)
             ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-            plain = torch.zeros_like(alpha)
-            plain[:, newest] = 1.0
-            alpha = torch.where(ok[:, None], alpha, plain)
-            x = beta * torch.einsum("bn,bnd->bd", alpha, F[:, :n])
-            if beta < 1.0:
-                x = x + (1.0 - beta) * torch.einsum("bn,bnd->bd", alpha, X[:, :n])
-        fx = g(x)
+            if not bool(ok.all()):
+                alpha = torch.where(ok[:, None], alpha, eye[newest, :n])
+            a = alpha[:, None, :]  # (B, 1, n)
+            # x = β α F + (1 − β) α X  =  α X + β α G
+            x = (a @ Xn)[:, 0] + beta * (a @ Gn)[:, 0]
+        fx = fn(x)
         slot = k % m
-        X[:, slot], F[:, slot] = x, fx
-        tr.update(fx, relative_residual(x, fx), step)
+        X[:, slot] = x
+        torch.sub(fx, x, out=G[:, slot])
+        row = (G[:, slot, None, :] @ G.transpose(1, 2))[:, 0]  # (B, m)
+        GG[:, slot, :] = row
+        GG[:, :, slot] = row
+        tr.update(fx, G[:, slot].norm(dim=1) / fx.norm(dim=1).clamp_min(tiny), step)
     return tr.result(shape)
 
 
@@ -223,6 +248,7 @@ def broyden(
     *,
     tol: float = 1e-4,
     max_steps: int = 50,
+    early_stop: bool = True,
     memory: int | None = None,
 ) -> tuple[Tensor, SolverStats]:
     """Broyden's "good" method on g(z) = f(z) − z (Broyden 1965; Bai et al. arXiv:1909.01377).
@@ -235,7 +261,7 @@ def broyden(
     An update whose denominator sᵀHy vanishes is skipped for that sample.
 
     Args:
-        f, z0, tol, max_steps: as for `fixed_point`.
+        f, z0, tol, max_steps, early_stop: as for `fixed_point`.
         memory: rank kept (oldest update dropped first); default `max_steps`, i.e. exact.
     """
     _check(z0, tol, max_steps)
@@ -253,24 +279,31 @@ def broyden(
     tr = _Tracker(fz, relative_residual(z, fz), tol)
     eps = torch.finfo(z.dtype).eps
 
-    def h_mv(y: Tensor) -> Tensor:  # H y: (B, D)
-        return -y + torch.einsum("bmd,bm->bd", U, torch.einsum("bmd,bd->bm", V, y))
+    def h_mv(y: Tensor, n: int) -> Tensor:  # H y: (B, D)
+        if n == 0:
+            return -y
+        Vy = y[:, None, :] @ V[:, :n].transpose(1, 2)  # (B, 1, n)
+        return -y + (Vy @ U[:, :n])[:, 0]
 
-    def h_vm(s: Tensor) -> Tensor:  # sᵀ H: (B, D)
-        return -s + torch.einsum("bm,bmd->bd", torch.einsum("bd,bmd->bm", s, U), V)
+    def h_vm(s: Tensor, n: int) -> Tensor:  # sᵀ H: (B, D)
+        if n == 0:
+            return -s
+        sU = s[:, None, :] @ U[:, :n].transpose(1, 2)  # (B, 1, n)
+        return -s + (sU @ V[:, :n])[:, 0]
 
     for step in range(2, max_steps + 1):
-        if bool(tr.done.all()):
+        n = min(step - 2, mem)  # rank-one updates stored
+        if early_stop and bool(tr.done.all()):
             break
-        s = -h_mv(gz)
+        s = -h_mv(gz, n)
         z = z + s
         fz = fn(z)
         g_new = fz - z
         tr.update(fz, relative_residual(z, fz), step)
         y = g_new - gz
         gz = g_new
-        hy = h_mv(y)
-        sh = h_vm(s)
+        hy = h_mv(y, n)
+        sh = h_vm(s, n)
         den = (s * hy).sum(dim=1)  # (B,)
         good = den.abs() > eps * s.norm(dim=1) * hy.norm(dim=1)
         u = torch.where(good[:, None], (s - hy) / torch.where(good, den, 1.0)[:, None], 0.0)
@@ -294,7 +327,7 @@ def get_solver(name: str) -> Solver:
 
 
 def register_solver(name: str, solver: Solver) -> None:
-    """Add a solver `solver(f, z0, *, tol, max_steps, **opts) -> (z*, SolverStats)`."""
+    """Add a solver `solver(f, z0, *, tol, max_steps, early_stop, **opts) -> (z*, stats)`."""
     if not callable(solver):
         raise TypeError(f"solver must be callable, got {type(solver).__name__}")
     SOLVERS[name] = solver
