@@ -1,4 +1,4 @@
-"""The ABCD family of Hebbian rules, their registry, and how coefficients are shared by synapses."""
+"""The ABCD family of Hebbian rules, their registry, and how synapses share coefficients."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = [
     "HebbianRule",
     "PlasticityLayout",
     "apply_folded",
+    "apply_folded_",
     "fold",
     "get_rule",
     "hebbian_update",
@@ -72,7 +73,7 @@ def register_rule(rule: HebbianRule) -> HebbianRule:
 
 
 def get_rule(name: str) -> HebbianRule:
-    """The registered rule called `name` (`A`, `AD`, `AD_lr`, `ABC`, `ABC_lr`, `ABCD`, `ABCD_lr`)."""
+    """The registered rule `name`: `A`, `AD`, `AD_lr`, `ABC`, `ABC_lr`, `ABCD` or `ABCD_lr`."""
     if name not in _RULES:
         raise ValueError(f"rule={name!r} is unknown; known rules: {', '.join(_RULES)}")
     return _RULES[name]
@@ -178,6 +179,37 @@ def apply_folded(W: Tensor, pre: Tensor, post: Tensor, rule: FoldedRule) -> Tens
     elif D is not None:
         out = out + D
     return out
+
+
+def apply_folded_(
+    W: Tensor, pre: Tensor, post: Tensor, rule: FoldedRule, scratch: Tensor
+) -> Tensor:
+    """`apply_folded` in place on W, with `scratch` (W's shape) as the only temporary.
+
+    Full-size temporaries each cost page faults on CPU when the allocator returns them to the
+    OS; reusing one buffer made a population step 2-3x faster here.
+    """
+    o_i = pre.unsqueeze(-2)  # (..., 1, I)
+    o_j = post.unsqueeze(-1)  # (..., J, 1)
+    A, B, C, D = rule
+    # Shared coefficients make (ηA o_j + ηB) only (..., J, 1) or smaller: such a term is built
+    # out of place (it is small); only a term of W's full shape goes into `scratch`.
+    gain = _mul_add(A, o_j, B, scratch)
+    W.addcmul_(gain, o_i)
+    if C is not None:
+        W.add_(_mul_add(C, o_j, D, scratch))
+    elif D is not None:
+        W.add_(D)
+    return W
+
+
+def _mul_add(X: Tensor, y: Tensor, Z: Tensor | None, scratch: Tensor) -> Tensor:
+    """X·y + Z, written into `scratch` when the result has its shape."""
+    shapes = (X.shape, y.shape) if Z is None else (X.shape, y.shape, Z.shape)
+    full = torch.broadcast_shapes(*shapes) == scratch.shape
+    if Z is None:
+        return torch.mul(X, y, out=scratch) if full else X * y
+    return torch.addcmul(Z, X, y, out=scratch) if full else torch.addcmul(Z, X, y)
 
 
 class PlasticityLayout:

@@ -1,0 +1,210 @@
+"""Zero a whole layer mid-episode: the Hebbian agent regrows its weights, the static one cannot."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
+from badgerlab.hebbian.policy import HebbianPolicy
+from badgerlab.hebbian.tasks import get_task, vector_env
+from badgerlab.hebbian.train import (
+    ESTrainer,
+    evaluate,
+    ray_evaluator,
+    scaled_lr,
+    train_phases,
+)
+from badgerlab.plots import curve_plot
+from badgerlab.runs import Claim, Run
+
+#: Fixed by the issue: the reward per step over the 100 steps after the perturbation must reach
+#: at least half of its level before it.
+RECOVERY = 0.5
+
+
+class Config(ExperimentConfig):
+    env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
+        "HalfCheetah-v5", description="shaped-reward continuous-control task"
+    )
+    hidden: list[int] = Field(
+        [32, 32], min_length=1, max_length=4, description="hidden layer widths (paper: 128, 64)"
+    )
+    popsize: int = Field(24, ge=2, le=4096, multiple_of=2, description="ES population (even)")
+    generations: int = Field(40, ge=1, le=10_000, description="ES generations per agent")
+    episode_steps: int = Field(300, ge=30, le=1000, description="steps per episode")
+    perturb_at: int = Field(150, ge=1, le=999, description="step at which a layer is zeroed")
+    perturb_layer: int = Field(0, ge=0, le=4, description="layer zeroed (0: input -> hidden 1)")
+    window: int = Field(
+        100, ge=1, le=500, description="steps averaged before and after the perturbation"
+    )
+    early: int = Field(20, ge=1, le=100, description="steps counted as 'just after'")
+    eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts of the final agents")
+    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
+    workers: int = Field(
+        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
+    )
+    lr: float | None = Field(
+        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> Config:
+        if self.perturb_at >= self.episode_steps:
+            raise ValueError(f"perturb_at={self.perturb_at} must be < episode_steps")
+        if self.perturb_layer > len(self.hidden):
+            raise ValueError(f"perturb_layer={self.perturb_layer} exceeds the network's layers")
+        return self
+
+
+def _ratio(after: list[float], before: list[float]) -> float | None:
+    b = sum(before) / len(before)
+    # A ratio against a level that is not positive says nothing about recovery.
+    return sum(after) / len(after) / b if b > 0 else None
+
+
+def run(cfg: Config, run: Run) -> list[Claim]:
+    task = get_task(cfg.env)
+    envs = vector_env(task, cfg.popsize, max_steps=cfg.episode_steps)
+    policies = {
+        "hebbian": HebbianPolicy(task.spec(cfg.hidden, plastic=True)),
+        "static": HebbianPolicy(task.spec(cfg.hidden, plastic=False)),
+    }
+    phases = [
+        (
+            f"{kind}@{cfg.seed + s}",
+            ESTrainer(
+                pol,
+                envs,
+                popsize=cfg.popsize,
+                seed=cfg.seed + s,
+                l2=cfg.l2,
+                es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
+            ),
+        )
+        for s in range(cfg.seeds)
+        for kind, pol in policies.items()
+    ]
+    with ray_evaluator(
+        cfg.workers, task, popsize=cfg.popsize, max_steps=cfg.episode_steps
+    ) as evaluator:
+        train_phases(
+            run, phases, cfg.generations, description=f"ES on {cfg.env}", evaluator=evaluator
+        )
+
+    def zero_layer(t, state, members):
+        if t == cfg.perturb_at - 1:  # after this step's update: step perturb_at acts on zeros
+            weights = list(state.weights)
+            weights[cfg.perturb_layer] = torch.zeros_like(weights[cfg.perturb_layer])
+            return state._replace(weights=tuple(weights))
+        return None
+
+    ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps)
+    p, w = cfg.perturb_at, cfg.window
+    rewards: dict[str, list[torch.Tensor]] = {}
+    windows: dict[str, dict[str, list[float]]] = {}
+    for name, tr in phases:
+        kind, seed = name.split("@")
+        seeds = [20_000 * (int(seed) + 1) + n for n in range(cfg.eval_rollouts)]
+        for label, hook in ((kind, zero_layer), (f"{kind} unperturbed", None)):
+            out = evaluate(tr.policy, tr.center, ev, seeds=seeds, record=True, hook=hook)
+            r = out.rewards.float()  # (R, T); 0 after an early end
+            rewards.setdefault(label, []).append(r)
+            win = windows.setdefault(
+                label, {"before": [], "just_after": [], "after": [], "later": []}
+            )
+            win["before"].append(float(r[:, max(0, p - w) : p].mean()))
+            win["just_after"].append(float(r[:, p : p + cfg.early].mean()))
+            win["after"].append(float(r[:, p : p + w].mean()))
+            win["later"].append(
+                float(r[:, p + w :].mean()) if p + w < r.shape[1] else float("nan")
+            )
+    for label, win in windows.items():
+        run.log(0, agent=label, **{k: sum(v) / len(v) for k, v in win.items()})
+    run.save_json("windows", windows)
+    run.save_figure(
+        curve_plot(
+            {k: torch.cat(v) for k, v in rewards.items()},
+            xlabel="step of the episode",
+            ylabel="reward per step",
+            title=f"layer {cfg.perturb_layer} zeroed at step {p} ({cfg.eval_rollouts} rollouts)",
+            smooth=5,
+        ),
+        "perturbation",
+    )
+
+    def ratios(kind: str) -> list[float] | None:
+        vals = [
+            _ratio([a], [b])
+            for a, b in zip(windows[kind]["after"], windows[kind]["before"], strict=True)
+        ]
+        return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
+
+    rollouts = f"{cfg.eval_rollouts} rollouts" + (f" × {cfg.seeds} seeds" if cfg.seeds > 1 else "")
+    claims = [
+        Claim.measure(
+            "hebbian-recovery",
+            f"Hebbian agent: reward per step over the {w} steps after layer {cfg.perturb_layer} "
+            f"is zeroed, as a fraction of the {w} steps before, >= {RECOVERY} ({rollouts})",
+            ratios("hebbian"),
+            paper="Najarro & Risi Fig. 5: the Hebbian agent recovers within a few steps",
+            op=">=",
+            threshold=RECOVERY,
+            note="" if ratios("hebbian") else "reward per step before the perturbation <= 0",
+        ),
+        Claim.measure(
+            "static-recovery",
+            f"static agent, the same fraction ({rollouts})",
+            ratios("static"),
+            paper="the static network cannot regrow zeroed weights",
+            note="" if ratios("static") else "reward per step before the perturbation <= 0",
+        ),
+    ]
+    for kind in ("hebbian", "static"):
+        for part in ("before", "just_after", "later"):
+            vals = windows[kind][part]
+            claims.append(
+                Claim.measure(
+                    f"{kind}-reward-{part.replace('_', '-')}",
+                    f"{kind} agent's mean reward per step {part.replace('_', ' ')} the "
+                    f"perturbation ({rollouts})",
+                    None if any(v != v for v in vals) else vals,
+                )
+            )
+    return claims
+
+
+EXPERIMENT = Experiment(
+    name="hebbian-perturbation",
+    paper=QUICK.paper,
+    bibtex=QUICK.bibtex,
+    description="Train Hebbian and static agents on the quick task, then zero a whole layer's "
+    "weights mid-episode and compare reward per step before, just after and later.",
+    minutes={"smoke": 0.25, "quick": 2},
+    Config=Config,
+    run=run,
+    scales={
+        "smoke": {
+            "hidden": [8],
+            "popsize": 4,
+            "generations": 2,
+            "episode_steps": 60,
+            "perturb_at": 30,
+            "window": 20,
+            "early": 5,
+            "eval_rollouts": 2,
+        },
+        "paper": {
+            "lr": 0.2,
+            "hidden": [128, 64],
+            "popsize": 200,
+            "generations": 300,
+            "episode_steps": 1000,
+            "perturb_at": 500,
+            "eval_rollouts": 100,
+        },
+    },
+)

@@ -1,0 +1,171 @@
+"""Score against the number of distinct Hebbian rules: per synapse, neuron, layer, or K shared."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import matplotlib.pyplot as plt
+from pydantic import Field
+
+from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
+from badgerlab.hebbian.policy import HebbianPolicy
+from badgerlab.hebbian.rules import SHARING
+from badgerlab.hebbian.tasks import get_task, vector_env
+from badgerlab.hebbian.train import (
+    ESTrainer,
+    evaluate,
+    ray_evaluator,
+    scaled_lr,
+    train_phases,
+)
+from badgerlab.runs import Claim, Run
+
+Scheme = Literal["synapse", "post", "pre", "layer", "random_k"]
+assert set(Scheme.__args__) == set(SHARING)  # type: ignore[attr-defined]
+
+
+class Config(ExperimentConfig):
+    env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
+        "HalfCheetah-v5", description="the quick task"
+    )
+    hidden: list[int] = Field(
+        [32, 32], min_length=1, max_length=4, description="hidden layer widths"
+    )
+    schemes: list[Scheme] = Field(
+        ["synapse", "post", "pre", "layer", "random_k"],
+        min_length=1,
+        description="sharing schemes compared",
+    )
+    k: int = Field(16, ge=1, le=100_000, description="rules shared network-wide by random_k")
+    rule: Literal["A", "AD", "AD_lr", "ABC", "ABC_lr", "ABCD", "ABCD_lr"] = Field(
+        "ABCD_lr", description="Hebbian rule"
+    )
+    popsize: int = Field(24, ge=2, le=4096, multiple_of=2, description="ES population (even)")
+    generations: int = Field(50, ge=1, le=10_000, description="ES generations per scheme")
+    episode_steps: int = Field(200, ge=10, le=1000, description="steps per episode")
+    eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts of each final rule")
+    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
+    workers: int = Field(
+        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
+    )
+    lr: float | None = Field(
+        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
+    )
+
+
+def run(cfg: Config, run: Run) -> list[Claim]:
+    if "synapse" not in cfg.schemes:
+        raise ValueError("schemes must include 'synapse', the reference every score is put beside")
+    task = get_task(cfg.env)
+    envs = vector_env(task, cfg.popsize, max_steps=cfg.episode_steps)
+    policies = {
+        s: HebbianPolicy(task.spec(cfg.hidden, plastic=True, rule=cfg.rule, sharing=s, k=cfg.k))
+        for s in cfg.schemes
+    }
+    phases = [
+        (
+            f"{s}@{cfg.seed + n}",
+            ESTrainer(
+                pol,
+                envs,
+                popsize=cfg.popsize,
+                seed=cfg.seed + n,
+                l2=cfg.l2,
+                es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
+            ),
+        )
+        for n in range(cfg.seeds)
+        for s, pol in policies.items()
+    ]
+    with ray_evaluator(
+        cfg.workers, task, popsize=cfg.popsize, max_steps=cfg.episode_steps
+    ) as evaluator:
+        train_phases(
+            run, phases, cfg.generations, description="ES per sharing scheme", evaluator=evaluator
+        )
+
+    ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps)
+    returns: dict[str, list[float]] = {s: [] for s in cfg.schemes}
+    for name, tr in phases:
+        scheme, seed = name.split("@")
+        seeds = [50_000 * (int(seed) + 1) + n for n in range(cfg.eval_rollouts)]
+        returns[scheme] += evaluate(tr.policy, tr.center, ev, seeds=seeds).returns.tolist()
+    n_rules = {s: policies[s].layout.num_rules for s in cfg.schemes}
+    for s in cfg.schemes:
+        run.log(0, scheme=s, rules=n_rules[s], eval_return=sum(returns[s]) / len(returns[s]))
+    run.save_json("sharing", {"rules": n_rules, "returns": returns})
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for s in cfg.schemes:
+        r = returns[s]
+        mean = sum(r) / len(r)
+        std = (sum((v - mean) ** 2 for v in r) / max(1, len(r) - 1)) ** 0.5
+        ax.errorbar([n_rules[s]], [mean], yerr=[std], fmt="o", capsize=3, label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("distinct rules in the network")
+    ax.set_ylabel(f"return ({cfg.eval_rollouts} rollouts)")
+    ax.set_title(f"{cfg.env}: sharing of {cfg.rule} rules")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    run.save_figure(fig, "sharing")
+
+    n = f"{cfg.eval_rollouts} rollouts" + (f" × {cfg.seeds} seeds" if cfg.seeds > 1 else "")
+    claims = [
+        Claim.measure(
+            f"return-{s}",
+            f"return with sharing '{s}': {n_rules[s]} distinct rules, "
+            f"{policies[s].num_params} coefficients ({n}, {cfg.generations} generations)",
+            returns[s],
+            paper="the paper evolves one rule per synapse" if s == "synapse" else None,
+        )
+        for s in cfg.schemes
+    ]
+    shared = [s for s in cfg.schemes if s != "synapse"]
+    if shared:
+        best = max(shared, key=lambda s: sum(returns[s]) / len(returns[s]))
+        claims.append(
+            Claim.measure(
+                "best-shared",
+                f"the best shared scheme ('{best}', {n_rules[best]} rules) scores at least "
+                f"as well as one rule per synapse ({n_rules['synapse']} rules)",
+                returns[best],
+                paper="the authors told GoodAI that extensive parameter sharing keeps results "
+                "good (source post, section 3)",
+                op=">=",
+                threshold={"ref": "return-synapse"},
+            )
+        )
+    return claims
+
+
+EXPERIMENT = Experiment(
+    name="hebbian-sharing",
+    paper=QUICK.paper,
+    bibtex=QUICK.bibtex,
+    description="The source post's open question: how much can Hebbian rules be shared? "
+    "Evolve ABCD_lr rules per synapse, per post- or pre-synaptic neuron, per layer, or K "
+    "rules with a fixed random assignment, on the quick task, and plot score against the "
+    "number of distinct rules.",
+    minutes={"smoke": 0.25, "quick": 3},
+    Config=Config,
+    run=run,
+    scales={
+        "smoke": {
+            "hidden": [8],
+            "popsize": 4,
+            "generations": 1,
+            "episode_steps": 30,
+            "eval_rollouts": 2,
+            "k": 4,
+        },
+        "paper": {
+            "lr": 0.2,
+            "hidden": [128, 64],
+            "popsize": 200,
+            "generations": 300,
+            "episode_steps": 1000,
+            "eval_rollouts": 100,
+        },
+    },
+)

@@ -1,0 +1,81 @@
+"""Hebbian meta-learning (Najarro & Risi 2020): evolved ABCD plasticity in random networks."""
+
+from badgerlab.hebbian.envs import (
+    ANT_LEGS,
+    BurnIn,
+    EpisodeVectorEnv,
+    NegativeRewardStop,
+    ant_xml,
+    make_ant,
+    make_env,
+)
+from badgerlab.hebbian.policy import (
+    HebbianPolicy,
+    PolicySpec,
+    PolicyState,
+    abs_max_normalise,
+    cnn_features,
+    preprocess_pixels,
+)
+from badgerlab.hebbian.rollout import Rollout, l2_penalty, rollout
+from badgerlab.hebbian.rules import (
+    SHARING,
+    FoldedRule,
+    HebbianRule,
+    PlasticityLayout,
+    apply_folded,
+    fold,
+    get_rule,
+    hebbian_update,
+    register_rule,
+    rules,
+)
+from badgerlab.hebbian.tasks import TASKS, Task, box2d_available, get_task, vector_env
+from badgerlab.hebbian.train import (
+    ESTrainer,
+    RolloutFitness,
+    evaluate,
+    member_seeds,
+    scaled_lr,
+    train_phases,
+)
+
+__all__ = [
+    "ANT_LEGS",
+    "SHARING",
+    "TASKS",
+    "ESTrainer",
+    "RolloutFitness",
+    "Task",
+    "box2d_available",
+    "evaluate",
+    "get_task",
+    "member_seeds",
+    "scaled_lr",
+    "train_phases",
+    "vector_env",
+    "BurnIn",
+    "EpisodeVectorEnv",
+    "FoldedRule",
+    "HebbianPolicy",
+    "HebbianRule",
+    "NegativeRewardStop",
+    "PlasticityLayout",
+    "PolicySpec",
+    "PolicyState",
+    "Rollout",
+    "abs_max_normalise",
+    "ant_xml",
+    "apply_folded",
+    "cnn_features",
+    "fold",
+    "get_rule",
+    "hebbian_update",
+    "l2_penalty",
+    "make_ant",
+    "make_env",
+    "preprocess_pixels",
+    "register_rule",
+    "rollout",
+    "rules",
+]

@@ -1,0 +1,115 @@
+"""The environments the Hebbian experiments use, as named tasks with their policy settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from badgerlab.hebbian.envs import EpisodeVectorEnv, make_ant, make_env
+from badgerlab.hebbian.policy import CNN_FEATURES, PolicySpec
+
+__all__ = ["TASKS", "Task", "box2d_available", "get_task", "vector_env"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A gymnasium environment with the reference's treatment of it.
+
+    `kwargs` go to `gym.make`; `negative_patience` stops an episode after that many
+    consecutive negative rewards (CarRacing); `action` maps network outputs to actions;
+    `return_scale` turns a return into the paper's unit (Ant: metres walked = Σ x-velocity · dt).
+    """
+
+    env_id: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    action: str = "clip"
+    pixels: bool = False
+    negative_patience: int | None = None
+    return_scale: float = 1.0
+    unit: str = "return"
+
+    def make(self, *, max_steps: int | None = None, legs: Mapping[str, float] | None = None):
+        """One environment; `legs` edits Ant's body (see `envs.ant_xml`)."""
+        if self.env_id == "Ant-v5":
+            return make_ant(legs, max_steps=max_steps, **self.kwargs)
+        if legs:
+            raise ValueError(f"legs is only for Ant-v5, not {self.env_id}")
+        return make_env(
+            self.env_id,
+            max_steps=max_steps,
+            negative_patience=self.negative_patience,
+            **self.kwargs,
+        )
+
+    def dims(self) -> tuple[int, int]:
+        """(network inputs, actions)."""
+        env = self.make()
+        try:
+            obs = CNN_FEATURES if self.pixels else int(env.observation_space.shape[0])
+            return obs, int(env.action_space.shape[0])
+        finally:
+            env.close()
+
+    def spec(self, hidden: Sequence[int], *, plastic: bool, **options: Any) -> PolicySpec:
+        """The policy for this task: inputs → hidden… → actions, bias-free, tanh hidden."""
+        n_in, n_out = self.dims()
+        return PolicySpec(
+            (n_in, *hidden, n_out),
+            plastic=plastic,
+            action=self.action,
+            pixels=self.pixels,
+            **options,
+        )
+
+
+TASKS: dict[str, Task] = {
+    "HalfCheetah-v5": Task("HalfCheetah-v5"),
+    "LunarLanderContinuous-v3": Task("LunarLanderContinuous-v3"),
+    # Fitness = distance walked, as the reference: no healthy bonus or costs; 27 inputs (no
+    # contact forces), close to the paper's 28 for the Bullet ant.
+    "Ant-v5": Task(
+        "Ant-v5",
+        kwargs={
+            "include_cfrc_ext_in_observation": False,
+            "healthy_reward": 0.0,
+            "ctrl_cost_weight": 0.0,
+            "contact_cost_weight": 0.0,
+        },
+        return_scale=0.05,
+        unit="metres walked",
+    ),
+    "CarRacing-v3": Task("CarRacing-v3", action="carracing", pixels=True, negative_patience=20),
+}
+
+
+def get_task(name: str) -> Task:
+    """The task called `name` (a key of `TASKS`)."""
+    if name not in TASKS:
+        raise ValueError(f"task={name!r} is unknown; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def vector_env(
+    task: Task,
+    n: int,
+    *,
+    max_steps: int | None = None,
+    bodies: Sequence[Mapping[str, float] | None] = (None,),
+) -> EpisodeVectorEnv:
+    """`len(bodies) · n` sub-environments, body major (n copies of each body in turn), without
+    per-step info dicts (rollouts use none)."""
+    fns = [lambda b=b: task.make(max_steps=max_steps, legs=b) for b in bodies for _ in range(n)]
+    return EpisodeVectorEnv(fns, infos=False)
+
+
+def box2d_available() -> str | None:
+    """None if CarRacing can be made, else the reason it cannot."""
+    try:
+        env = gym.make("CarRacing-v3")
+        env.close()
+    except Exception as err:  # gymnasium raises DependencyNotInstalled, ImportError, ...
+        return f"{type(err).__name__}: {err}"
+    return None
