@@ -44,8 +44,11 @@ class Config(ExperimentConfig):
     early: int = Field(20, ge=1, le=100, description="steps counted as 'just after'")
     eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts of the final agents")
     l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    workers: int = Field(
+    actors: int = Field(
         0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
     )
     lr: float | None = Field(
         None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
@@ -89,7 +92,7 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         for kind, pol in policies.items()
     ]
     with ray_evaluator(
-        cfg.workers, task, popsize=cfg.popsize, max_steps=cfg.episode_steps
+        cfg.actors, task, address=cfg.ray_address, popsize=cfg.popsize, max_steps=cfg.episode_steps
     ) as evaluator:
         train_phases(
             run, phases, cfg.generations, description=f"ES on {cfg.env}", evaluator=evaluator

@@ -46,8 +46,11 @@ class Config(ExperimentConfig):
         None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
     )
     l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    workers: int = Field(
+    actors: int = Field(
         0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
     )
     normalise: bool = Field(True, description="divide each layer by its max |w| every step")
     traced_synapses: int = Field(
@@ -78,7 +81,7 @@ def run(cfg: Config, run: Run) -> list[Claim]:
     envs = vector_env(task, cfg.popsize, max_steps=cfg.episode_steps)
     phases = _phases(cfg, envs)
     with ray_evaluator(
-        cfg.workers, task, popsize=cfg.popsize, max_steps=cfg.episode_steps
+        cfg.actors, task, address=cfg.ray_address, popsize=cfg.popsize, max_steps=cfg.episode_steps
     ) as evaluator:
         history = train_phases(
             run, phases, cfg.generations, description=f"ES on {cfg.env}", evaluator=evaluator

@@ -90,27 +90,28 @@ class RolloutFitness:
 
 @contextlib.contextmanager
 def ray_evaluator(
-    workers: int,
+    actors: int,
     task: Task,
     *,
+    address: str | None = None,
     popsize: int,
     bodies: Sequence[Mapping[str, float] | None] = (None,),
     max_steps: int | None = None,
 ) -> Iterator[Any]:
-    """A `RayEvaluator` over `workers` actors running `RolloutFitness`, or None for 0 workers.
+    """A `RayEvaluator` over `actors` actors running `RolloutFitness`, or None for 0 actors.
 
-    Ray starts locally with `workers` CPUs unless it is already running (join a cluster by
-    calling `ray.init(address=...)` first); the actors and a Ray started here stop on exit.
+    Ray starts locally with `actors` CPUs unless it is already running or `address` names a
+    cluster to join; the actors and a Ray started here stop on exit.
     """
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
-    if workers == 0:
+    if actors < 0:
+        raise ValueError(f"actors must be >= 0, got {actors}")
+    if actors == 0:
         yield None
         return
     from badgerlab.evolve import RayEvaluator
 
     fitness = RolloutFitness(task, popsize=popsize, bodies=bodies, max_steps=max_steps)
-    evaluator = RayEvaluator(fitness, actors=workers)
+    evaluator = RayEvaluator(fitness, actors=actors, address=address)
     try:
         yield evaluator
     finally:
