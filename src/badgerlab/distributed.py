@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from torch import nn
 __all__ = [
     "FollowerRun",
     "all_reduce_mean",
+    "average_gradients",
     "barrier",
     "broadcast_str",
     "cleanup",
@@ -198,6 +199,20 @@ def all_reduce_mean(x: T) -> T:
     t = torch.tensor(float(x), dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world_size()  # type: ignore[return-value]
+
+
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
+    """Replace each parameter's `.grad` by its mean over ranks (no-op without a group).
+
+    The alternative to `wrap` for training code whose forward does not go through the module's
+    `__call__` (e.g. a DEQ trained with an extra regulariser on its fixed point): call it after
+    `backward()` and before the optimiser step.
+    """
+    if not is_distributed():
+        return
+    for p in params:
+        if p.grad is not None:
+            p.grad.copy_(all_reduce_mean(p.grad))
 
 
 def broadcast_str(value: str | None, *, src: int = 0) -> str:
