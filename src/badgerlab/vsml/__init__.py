@@ -1,5 +1,45 @@
-"""VSML: variable-shared meta-learning RNNs (Kirsch & Schmidhuber, arXiv 2012.14905)."""
+"""VSML: variable-shared meta-learning RNNs (Kirsch & Schmidhuber, arXiv 2012.14905).
 
-from .model import VSML, VSMLConfig, episode, init_params, init_state, num_params, tick
+`model` is the grid of shared LSTMs (batched over a population and a batch axis), `dense` the
+same network as one Meta-RNN with block-structured weights, `cloning` backprop cloning and
+introspection of w and b in the states, `metatrain` the ES and BPTT outer loops, `baselines`
+the Meta-RNN of Hochreiter et al. (2001) and the learner interface both share.
+"""
 
-__all__ = ["VSML", "VSMLConfig", "episode", "init_params", "init_state", "num_params", "tick"]
+from .baselines import EpisodeOutput, Learner, MetaRNN, VSMLLearner
+from .cloning import CloneTask, clone_config, read_weights
+from .dense import DenseMetaRNN, dense_layer
+from .model import (
+    VSML,
+    LayerState,
+    VSMLConfig,
+    episode,
+    init_params,
+    init_state,
+    layer_step,
+    num_params,
+    params_from_tensors,
+    tick,
+)
+
+__all__ = [
+    "VSML",
+    "CloneTask",
+    "DenseMetaRNN",
+    "EpisodeOutput",
+    "LayerState",
+    "Learner",
+    "MetaRNN",
+    "VSMLConfig",
+    "VSMLLearner",
+    "clone_config",
+    "dense_layer",
+    "episode",
+    "init_params",
+    "init_state",
+    "layer_step",
+    "num_params",
+    "params_from_tensors",
+    "read_weights",
+    "tick",
+]

@@ -43,6 +43,7 @@ __all__ = [
     "layer_step",
     "num_params",
     "param_shapes",
+    "params_from_tensors",
     "population_size",
     "tick",
 ]
@@ -55,7 +56,8 @@ class VSMLConfig:
     `feed_label` adds the one-hot label to the error messages; `backward_pass` runs a second
     sweep from the last layer to the first after each example, with the error of *this* example
     (the reference's `backward_pass` option, used for backprop cloning), instead of delivering it
-    with the next example.
+    with the next example. `logit_scale` κ multiplies the output message before the tanh bound
+    (1 in the reference; backprop cloning uses it so that messages stay O(1)).
     """
 
     msg_size: int = 8
@@ -64,6 +66,7 @@ class VSMLConfig:
     layer_norm: bool = False
     init_rand_proportion: float = 0.5
     tanh_bound: float = 100.0
+    logit_scale: float = 1.0
     output_idx: int = 1
     feed_label: bool = False
     backward_pass: bool = False
@@ -121,7 +124,11 @@ def param_shapes(cfg: VSMLConfig) -> dict[str, tuple[int, ...]]:
 
 
 def num_params(cfg: VSMLConfig) -> int:
-    """The meta-parameter count: 2,384 for the reference defaults (2,416 with LayerNorm)."""
+    """The meta-parameter count: 2,384 for the reference defaults (2,416 with LayerNorm).
+
+    >>> num_params(VSMLConfig()), num_params(VSMLConfig(layer_norm=True))
+    (2384, 2416)
+    """
     return sum(math.prod(s) for s in param_shapes(cfg).values())
 
 
@@ -164,6 +171,19 @@ def init_params(
             out[name] = torch.ones(full, dtype=dtype)
         else:
             out[name] = torch.zeros(full, dtype=dtype)
+    return out
+
+
+def params_from_tensors(
+    tensors: Mapping[str, Tensor], cfg: VSMLConfig, *, prefix: str = ""
+) -> dict[str, Tensor]:
+    """Pick the meta-parameters stored under `prefix` (e.g. from a run checkpoint) and check
+    their shapes; raises ValueError naming what is missing."""
+    out = {k: tensors[prefix + k] for k in param_shapes(cfg) if prefix + k in tensors}
+    missing = sorted(set(param_shapes(cfg)) - set(out))
+    if missing:
+        raise ValueError(f"tensors lack {[prefix + m for m in missing]}")
+    population_size(out, cfg)
     return out
 
 
@@ -259,6 +279,25 @@ def _layer_norm(x: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
     return y * scale.view(shape) + offset.view(shape)
 
 
+_BLOCK_CELLS = 4096
+
+
+def _micro_ticks(drive: Tensor, w_h: Tensor, h: Tensor, c: Tensor, cfg: VSMLConfig):
+    """`cfg.micro_ticks` LSTM steps of a block of cells: drive `(p, N, a, B, 4H)` (input part
+    of the gates, g columns doubled), w_h `(p, H, 4H)`, h and c `(p, N, a, B, H)`."""
+    shape = h.shape
+    p, H = shape[0], shape[-1]
+    drive = drive.reshape(p, -1, 4 * H)
+    h = h.reshape(p, -1, H)
+    c = c.reshape(p, -1, H)
+    for _ in range(cfg.micro_ticks):
+        s = torch.sigmoid(torch.baddbmm(drive, h, w_h))  # (p, cells, 4H)
+        i, f, o, sg = s.split(H, dim=-1)
+        c = torch.addcmul(f * c, i, sg, value=2.0) - i  # f⊙c + i⊙tanh(g)
+        h = o * torch.tanh(c)
+    return h.view(shape), c.view(shape)
+
+
 def layer_step(
     p: Mapping[str, Tensor], state: LayerState, cfg: VSMLConfig
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -270,18 +309,42 @@ def layer_step(
     h, c, fwd_in, bwd_in = state
     P, N, A, B, H = h.shape
     M = cfg.msg_size
+    # tanh(g) = 2σ(2g) − 1: doubling the g columns of every weight once lets one sigmoid over
+    # the whole contiguous gate tensor serve all four gates (sigmoid/tanh on strided slices
+    # cost twice as much on CPU).
+    scale = torch.ones(4 * H, dtype=h.dtype, device=h.device)
+    scale[3 * H :] = 2.0
     # The input projection is separable: A forward and B backward projections, added by
     # broadcasting, instead of A·B projections of concatenated messages.
-    xf = torch.bmm(fwd_in.reshape(P, N * A, M), p["w_f"]).view(P, N, A, 1, 4 * H)
-    xb = torch.bmm(bwd_in.reshape(P, N * B, M), p["w_b"]).view(P, N, 1, B, 4 * H)
-    drive = xf + xb + _gate_bias(p, cfg).view(P, 1, 1, 1, 4 * H)  # (P, N, A, B, 4H)
-    w_h = p["w_h"]
-    for _ in range(cfg.micro_ticks):
-        z = drive + torch.bmm(h.reshape(P, N * A * B, H), w_h).view(P, N, A, B, 4 * H)
-        sig = torch.sigmoid(z[..., : 3 * H])
-        g = torch.tanh(z[..., 3 * H :])
-        c = sig[..., H : 2 * H] * c + sig[..., :H] * g
-        h = sig[..., 2 * H :] * torch.tanh(c)  # (P, N, A, B, H)
+    xf = torch.bmm(fwd_in.reshape(P, N * A, M), p["w_f"] * scale).view(P, N, A, 1, 4 * H)
+    xb = torch.bmm(bwd_in.reshape(P, N * B, M), p["w_b"] * scale).view(P, N, 1, B, 4 * H)
+    beta = (_gate_bias(p, cfg) * scale).view(P, 1, 1, 1, 4 * H)
+    w_h = p["w_h"] * scale  # (P, H, 4H)
+    # Cells do not interact within a layer's micro ticks, so large grids run in blocks of
+    # members × input rows that stay in cache through all micro ticks (one pass over memory
+    # per block instead of one per elementwise op).
+    per_row = N * B
+    if P * A * per_row <= _BLOCK_CELLS:
+        p_step, a_step = P, A
+    elif A * per_row <= _BLOCK_CELLS:
+        p_step, a_step = max(1, _BLOCK_CELLS // (A * per_row)), A
+    else:
+        p_step, a_step = 1, max(1, _BLOCK_CELLS // per_row)
+    hs, cs = [], []
+    for p0 in range(0, P, p_step):
+        ps = slice(p0, p0 + p_step)
+        h_rows, c_rows = [], []
+        for a0 in range(0, A, a_step):
+            rows = slice(a0, a0 + a_step)
+            hb, cb = _micro_ticks(
+                xf[ps, :, rows] + xb[ps] + beta[ps], w_h[ps], h[ps, :, rows], c[ps, :, rows], cfg
+            )
+            h_rows.append(hb)
+            c_rows.append(cb)
+        hs.append(h_rows[0] if len(h_rows) == 1 else torch.cat(h_rows, dim=2))
+        cs.append(c_rows[0] if len(c_rows) == 1 else torch.cat(c_rows, dim=2))
+    h = hs[0] if len(hs) == 1 else torch.cat(hs, dim=0)  # (P, N, A, B, H)
+    c = cs[0] if len(cs) == 1 else torch.cat(cs, dim=0)
     if cfg.layer_norm:
         # LayerNorm is per cell and nonlinear, so each cell's message is projected first.
         mf = torch.einsum("pnabh,phm->pnabm", h, p["head_f.weight"]) + p["head_f.bias"].view(
@@ -345,6 +408,8 @@ def tick(
             states[i + 1] = states[i + 1]._replace(fwd_in=fwd_out)
         else:
             logits = fwd_out[..., cfg.output_idx]
+            if cfg.logit_scale != 1.0:
+                logits = logits * cfg.logit_scale
             if cfg.tanh_bound:
                 logits = torch.tanh(logits / cfg.tanh_bound) * cfg.tanh_bound
     assert logits is not None
@@ -388,9 +453,11 @@ def episode(
         params: meta-parameters, optionally with a population axis P.
         x: `(T, P, N, A_1)` or `(T, N, A_1)` (shared by all members) inputs.
         y: `(T, P, N)` or `(T, N)` labels in `0..B_L−1`.
-        sizes: layer widths; default (A_1, B_L) with B_L = `y.max()+1` is not guessed: pass it
-            or pass `states`.
+        sizes: layer widths (A_1, …, B_L) for fresh states; the class count is never guessed
+            from y, so pass `sizes` or `states`.
         states, error: carry-over from a previous segment (truncated BPTT); fresh otherwise.
+        generator: draws the random half of the initial cell states.
+        record: keep detached copies of the states after every example in `trace`.
     """
     p = _with_population(params, cfg)
     P = next(iter(p.values())).shape[0]

@@ -1,0 +1,98 @@
+"""The VSML experiments: a saved meta-trained model reloads on a new grid size; exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from badgerlab.experiments import execute
+from badgerlab.experiments import vsml_from_scratch as fs
+from badgerlab.runs import Run
+from badgerlab.vsml.model import VSMLConfig, episode, params_from_tensors
+
+
+@pytest.fixture(scope="module")
+def scratch_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return execute(
+        "vsml-from-scratch", scale="smoke", overrides={"checkpoint_every": 1}, out=out, quiet=True
+    )
+
+
+def test_saved_model_runs_on_a_grid_of_a_new_size(scratch_run):
+    rec = Run.open(scratch_run.dir)
+    assert rec.finished and rec.checkpoint is not None
+    c = rec.config
+    cfg = VSMLConfig(
+        layer_norm=c["layer_norm"], backward_pass=c["backward_pass"], feed_label=c["feed_label"]
+    )
+    params = params_from_tensors(rec.checkpoint.tensors, cfg, prefix="done0.param.vsml.")
+    assert params["w_h"].shape == (16, 64)
+    for sizes in [(9, 4), (5, 3, 2)]:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(6, 2, sizes[0], generator=g)
+        y = torch.randint(0, sizes[-1], (6, 2), generator=g)
+        r1 = episode(params, x, y, cfg, sizes=sizes, generator=torch.Generator().manual_seed(1))
+        r2 = episode(params, x, y, cfg, sizes=sizes, generator=torch.Generator().manual_seed(1))
+        assert r1.logits.shape == (6, 1, 2, sizes[-1])
+        assert torch.isfinite(r1.logits).all()
+        torch.testing.assert_close(r1.logits, r2.logits)
+    with pytest.raises(ValueError, match="lack"):
+        params_from_tensors(rec.checkpoint.tensors, cfg, prefix="nothing.")
+
+
+def test_killed_and_resumed_run_ends_with_the_same_claims(scratch_run, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = fs.bptt_step
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the Meta-RNN's last step: its step-2 checkpoint exists
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "bptt_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        execute(
+            "vsml-from-scratch",
+            scale="smoke",
+            overrides={"checkpoint_every": 1},
+            out=tmp_path,
+            quiet=True,
+        )
+    monkeypatch.setattr(fs, "bptt_step", real)
+    (run_dir,) = (tmp_path / "vsml-from-scratch").iterdir()
+    rec = execute("vsml-from-scratch", resume=run_dir, quiet=True)
+    assert rec.finished
+    want = {c["id"]: c["measured"] for c in scratch_run.claims}
+    got = {c["id"]: c["measured"] for c in rec.claims}
+    assert got == want
+    steps = [m["step"] for m in rec.metrics if "learner" in m]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+def test_cloning_two_seeds_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    from badgerlab.experiments import vsml_cloning as vc
+
+    over = {"seeds": 2, "train_steps": 6, "checkpoint_every": 2, "test_length": 8}
+    full = execute("vsml-cloning", scale="smoke", overrides=over, out=tmp_path / "a", quiet=True)
+    calls = {"n": 0}
+    real = vc.clone_loss
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # seed 1, step 4: its step-2 checkpoint exists
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vc, "clone_loss", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        execute("vsml-cloning", scale="smoke", overrides=over, out=tmp_path / "b", quiet=True)
+    monkeypatch.setattr(vc, "clone_loss", real)
+    (run_dir,) = (tmp_path / "b" / "vsml-cloning").iterdir()
+    rec = execute("vsml-cloning", resume=run_dir, quiet=True)
+    assert rec.finished and full.finished
+    assert {c["id"]: c["measured"] for c in rec.claims} == {
+        c["id"]: c["measured"] for c in full.claims
+    }
+    assert rec.claims[0]["n_seeds"] == 2
