@@ -12,9 +12,8 @@ from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import box2d_available, get_task, vector_env
 from badgerlab.hebbian.train import (
-    ESTrainer,
+    build_phases,
     evaluate,
-    ray_evaluator,
     scaled_lr,
     train_phases,
 )
@@ -67,27 +66,25 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         "hebbian": HebbianPolicy(task.spec(cfg.hidden, plastic=True)),
         "static": HebbianPolicy(task.spec(cfg.hidden, plastic=False)),
     }
-    phases = [
-        (
-            f"{kind}@{cfg.seed + s}",
-            ESTrainer(
-                pol,
-                envs,
-                popsize=cfg.popsize,
-                seed=cfg.seed + s,
-                l2=cfg.l2,
-                es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
-            ),
-        )
-        for s in range(cfg.seeds)
-        for kind, pol in policies.items()
-    ]
-    with ray_evaluator(
-        cfg.actors, task, address=cfg.ray_address, popsize=cfg.popsize, max_steps=cfg.episode_steps
-    ) as evaluator:
-        history = train_phases(
-            run, phases, cfg.generations, description="ES on CarRacing-v3", evaluator=evaluator
-        )
+    phases = build_phases(
+        policies,
+        envs,
+        seed=cfg.seed,
+        seeds=cfg.seeds,
+        popsize=cfg.popsize,
+        l2=cfg.l2,
+        es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
+    )
+    history = train_phases(
+        run,
+        phases,
+        cfg.generations,
+        description="ES on CarRacing-v3",
+        actors=cfg.actors,
+        address=cfg.ray_address,
+        task=task,
+        max_steps=cfg.episode_steps,
+    )
     envs.close()
 
     ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.eval_steps)

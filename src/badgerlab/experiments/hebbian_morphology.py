@@ -13,9 +13,8 @@ from badgerlab.hebbian.envs import ANT_LEGS
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import get_task, vector_env
 from badgerlab.hebbian.train import (
-    ESTrainer,
+    build_phases,
     evaluate,
-    ray_evaluator,
     scaled_lr,
     train_phases,
 )
@@ -76,33 +75,27 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         "hebbian": HebbianPolicy(task.spec(cfg.hidden, plastic=True)),
         "static": HebbianPolicy(task.spec(cfg.hidden, plastic=False)),
     }
-    phases = [
-        (
-            f"{kind}@{cfg.seed + s}",
-            ESTrainer(
-                pol,
-                envs,
-                popsize=cfg.popsize,
-                seed=cfg.seed + s,
-                bodies=len(seen),
-                l2=cfg.l2,
-                es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
-            ),
-        )
-        for s in range(cfg.seeds)
-        for kind, pol in policies.items()
-    ]
-    with ray_evaluator(
-        cfg.actors,
-        task,
-        address=cfg.ray_address,
+    phases = build_phases(
+        policies,
+        envs,
+        seed=cfg.seed,
+        seeds=cfg.seeds,
         popsize=cfg.popsize,
+        l2=cfg.l2,
+        es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
+        bodies=len(seen),
+    )
+    history = train_phases(
+        run,
+        phases,
+        cfg.generations,
+        description="ES on Ant-v5 bodies",
+        actors=cfg.actors,
+        address=cfg.ray_address,
+        task=task,
         max_steps=cfg.episode_steps,
         bodies=[bodies[n] for n in seen],
-    ) as evaluator:
-        history = train_phases(
-            run, phases, cfg.generations, description="ES on Ant-v5 bodies", evaluator=evaluator
-        )
+    )
 
     scale = task.return_scale
     dist: dict[str, dict[str, list[float]]] = {k: {n: [] for n in names} for k in policies}

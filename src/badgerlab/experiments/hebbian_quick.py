@@ -13,9 +13,8 @@ from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rules import rules
 from badgerlab.hebbian.tasks import get_task, vector_env
 from badgerlab.hebbian.train import (
-    ESTrainer,
+    build_phases,
     evaluate,
-    ray_evaluator,
     scaled_lr,
     train_phases,
 )
@@ -66,26 +65,31 @@ def _phases(cfg: Config, envs):
         )
     )
     static = HebbianPolicy(task.spec(cfg.hidden, plastic=False))
-    es = {"sigma": cfg.sigma, "lr": cfg.lr or scaled_lr(cfg.popsize)}
-    phases = []
-    for s in range(cfg.seeds):
-        seed = cfg.seed + s
-        for name, pol in (("hebbian", hebb), ("static", static)):
-            tr = ESTrainer(pol, envs, popsize=cfg.popsize, seed=seed, l2=cfg.l2, es_options=es)
-            phases.append((f"{name}@{seed}", tr))
-    return phases
+    return build_phases(
+        {"hebbian": hebb, "static": static},
+        envs,
+        seed=cfg.seed,
+        seeds=cfg.seeds,
+        popsize=cfg.popsize,
+        l2=cfg.l2,
+        es_options={"sigma": cfg.sigma, "lr": cfg.lr or scaled_lr(cfg.popsize)},
+    )
 
 
 def run(cfg: Config, run: Run) -> list[Claim]:
     task = get_task(cfg.env)
     envs = vector_env(task, cfg.popsize, max_steps=cfg.episode_steps)
     phases = _phases(cfg, envs)
-    with ray_evaluator(
-        cfg.actors, task, address=cfg.ray_address, popsize=cfg.popsize, max_steps=cfg.episode_steps
-    ) as evaluator:
-        history = train_phases(
-            run, phases, cfg.generations, description=f"ES on {cfg.env}", evaluator=evaluator
-        )
+    history = train_phases(
+        run,
+        phases,
+        cfg.generations,
+        description=f"ES on {cfg.env}",
+        actors=cfg.actors,
+        address=cfg.ray_address,
+        task=task,
+        max_steps=cfg.episode_steps,
+    )
 
     ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps)
     rewards: dict[str, list[torch.Tensor]] = {"hebbian": [], "static": [], "hebbian gen 0": []}

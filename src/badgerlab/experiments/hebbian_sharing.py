@@ -13,9 +13,8 @@ from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rules import SHARING
 from badgerlab.hebbian.tasks import get_task, vector_env
 from badgerlab.hebbian.train import (
-    ESTrainer,
+    build_phases,
     evaluate,
-    ray_evaluator,
     scaled_lr,
     train_phases,
 )
@@ -66,27 +65,25 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         s: HebbianPolicy(task.spec(cfg.hidden, plastic=True, rule=cfg.rule, sharing=s, k=cfg.k))
         for s in cfg.schemes
     }
-    phases = [
-        (
-            f"{s}@{cfg.seed + n}",
-            ESTrainer(
-                pol,
-                envs,
-                popsize=cfg.popsize,
-                seed=cfg.seed + n,
-                l2=cfg.l2,
-                es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
-            ),
-        )
-        for n in range(cfg.seeds)
-        for s, pol in policies.items()
-    ]
-    with ray_evaluator(
-        cfg.actors, task, address=cfg.ray_address, popsize=cfg.popsize, max_steps=cfg.episode_steps
-    ) as evaluator:
-        train_phases(
-            run, phases, cfg.generations, description="ES per sharing scheme", evaluator=evaluator
-        )
+    phases = build_phases(
+        policies,
+        envs,
+        seed=cfg.seed,
+        seeds=cfg.seeds,
+        popsize=cfg.popsize,
+        l2=cfg.l2,
+        es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
+    )
+    train_phases(
+        run,
+        phases,
+        cfg.generations,
+        description="ES per sharing scheme",
+        actors=cfg.actors,
+        address=cfg.ray_address,
+        task=task,
+        max_steps=cfg.episode_steps,
+    )
 
     ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps)
     returns: dict[str, list[float]] = {s: [] for s in cfg.schemes}

@@ -34,6 +34,7 @@ from badgerlab.hebbian.tasks import TASKS, Task, box2d_available, get_task, vect
 from badgerlab.hebbian.train import (
     ESTrainer,
     RolloutFitness,
+    build_phases,
     evaluate,
     member_seeds,
     scaled_lr,
@@ -48,6 +49,7 @@ __all__ = [
     "RolloutFitness",
     "Task",
     "box2d_available",
+    "build_phases",
     "evaluate",
     "get_task",
     "member_seeds",

@@ -267,6 +267,37 @@ def evaluate(
     )
 
 
+def build_phases(
+    policies: Mapping[str, HebbianPolicy],
+    envs: Any,
+    *,
+    seed: int,
+    seeds: int,
+    popsize: int,
+    l2: float,
+    es_options: Mapping[str, Any],
+    bodies: int = 1,
+) -> list[tuple[str, ESTrainer]]:
+    """One `ESTrainer` per seed and policy, named `<policy>@<seed>`, seed-major (the order
+    `train_phases` trains and checkpoints them in)."""
+    return [
+        (
+            f"{name}@{seed + s}",
+            ESTrainer(
+                pol,
+                envs,
+                popsize=popsize,
+                seed=seed + s,
+                bodies=bodies,
+                l2=l2,
+                es_options=dict(es_options),
+            ),
+        )
+        for s in range(seeds)
+        for name, pol in policies.items()
+    ]
+
+
 def train_phases(
     run: Any,
     phases: Sequence[tuple[str, ESTrainer]],
@@ -274,14 +305,35 @@ def train_phases(
     *,
     description: str = "ES",
     evaluator: Any = None,
+    actors: int = 0,
+    address: str | None = None,
+    task: Task | None = None,
+    max_steps: int | None = None,
+    bodies: Sequence[Mapping[str, float] | None] = (None,),
 ) -> dict[str, list[dict[str, float]]]:
     """Train each named trainer for `generations` in turn, logging and checkpointing each step.
 
     `run` is a `badgerlab.runs.Run`. After every generation all trainers' states go into one
     checkpoint, so `--resume` continues exactly where the run stopped (the trainers must be
-    built the same way as before). With `evaluator` (see `ray_evaluator`) every trainer
-    rolls out its population there. Returns each phase's per-generation metrics.
+    built the same way as before). With `evaluator` (see `ray_evaluator`), or with `actors`
+    > 0 or a Ray `address` (then `task`, `max_steps` and `bodies` describe the rollouts and a
+    `ray_evaluator` is opened for the duration), every trainer rolls out its population there.
+    Returns each phase's per-generation metrics.
     """
+    if evaluator is None and (actors > 0 or address is not None):
+        if task is None:
+            raise ValueError("train_phases needs task= to roll out on Ray actors")
+        with ray_evaluator(
+            actors,
+            task,
+            address=address,
+            popsize=phases[0][1].popsize,
+            bodies=bodies,
+            max_steps=max_steps,
+        ) as remote:
+            return train_phases(
+                run, phases, generations, description=description, evaluator=remote
+            )
     names = [name for name, _ in phases]
     if evaluator is not None:
         for _, trainer in phases:
