@@ -535,3 +535,26 @@ def test_real_table_fetches_real_mnist_from_a_mirror(
     assert locate("mnist") == ("cache", tmp_path / "cache")
     assert verify("mnist", tmp_path / "cache")
     assert leftovers(tmp_path / "cache") == sorted(dl.SOURCES["mnist"].files)
+
+
+def test_cli_datasets_download_fetches_into_the_cache(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`badgerlab datasets --download mnist` over 127.0.0.1, then the listing shows the cache."""
+    folder = SHARED / "mnist"
+    if not folder.is_dir():
+        pytest.skip(f"no shared copy of MNIST at {SHARED}")
+    server.files.update({f"/mnist/{p.name}": p.read_bytes() for p in folder.glob("*.gz")})
+    monkeypatch.setenv("BADGERLAB_MIRROR", server.url)
+    monkeypatch.setenv("BADGERLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BADGERLAB_DATA", str(tmp_path / "nothing"))
+    from badgerlab.cli import main
+
+    assert main(["datasets", "--download", "mnist"]) == 0
+    out = capsys.readouterr().out
+    assert verify("mnist", tmp_path / "cache")
+    assert "cache" in out and "verified" in out
+    monkeypatch.setenv("BADGERLAB_MIRROR", "http://127.0.0.1:9")  # a closed port: offline
+    assert main(["datasets", "--download", "fashion_mnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "fashion" in err
