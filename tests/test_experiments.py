@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 
@@ -22,6 +23,31 @@ def test_registry_finds_experiments():
         exp.config("smoke")
         exp.config("quick")
         exp.config("paper")
+
+
+def _bounded(metadata) -> bool:
+    return any(getattr(m, a, None) is not None for m in metadata for a in ("ge", "gt", "le", "lt"))
+
+
+def _unbounded_numbers(annotation, metadata) -> bool:
+    """True when a number in this annotation can take any value (no ge/gt/le/lt)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        inner, *extra = typing.get_args(annotation)
+        meta = [m for e in extra for m in getattr(e, "metadata", [e])]
+        return _unbounded_numbers(inner, [*metadata, *meta])
+    if annotation in (int, float):
+        return not _bounded(metadata)
+    args = [a for a in typing.get_args(annotation) if a is not type(None) and a is not Ellipsis]
+    if typing.get_origin(annotation) in (list, tuple):
+        return any(_unbounded_numbers(a, []) for a in args)
+    return any(_unbounded_numbers(a, metadata) for a in args)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_config_field_is_described_and_bounded(name):
+    for key, info in registry()[name].Config.model_fields.items():
+        assert info.description, f"{name}.{key} has no description"
+        assert not _unbounded_numbers(info.annotation, info.metadata), f"{name}.{key} unbounded"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,6 +13,8 @@ from badgerlab.errors import UserError
 
 __all__ = [
     "SCALES",
+    "Count",
+    "Fraction",
     "ConfigError",
     "Experiment",
     "ExperimentConfig",
@@ -22,6 +24,10 @@ __all__ = [
 ]
 
 SCALES = ("smoke", "quick", "paper")
+
+# Element types for list-valued config fields, so that each entry is bounded too.
+Count = Annotated[int, Field(ge=1, le=10_000_000)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ConfigError(UserError):

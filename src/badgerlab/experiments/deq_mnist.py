@@ -21,7 +21,7 @@ from badgerlab.deq import (
     saved_bytes,
     spectral_radius,
 )
-from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
+from badgerlab.experiment import Count, Experiment, ExperimentConfig, PaperVariant
 from badgerlab.plots import curve_plot
 from badgerlab.runs import Claim, Run
 
@@ -48,7 +48,7 @@ class Config(ExperimentConfig):
     jac_weight: float = Field(
         1.0, ge=0, le=100, description="weight of the Jacobian regulariser ‖J‖²_F / d"
     )
-    memory_depths: tuple[int, ...] = Field(
+    memory_depths: tuple[Count, ...] = Field(
         (8, 32, 128), description="solver steps / unrolled depths for the memory measurement"
     )
     eval_max_steps: int = Field(200, ge=2, le=10_000, description="budget for steps-to-tol")

@@ -7,19 +7,19 @@ from pydantic import Field
 
 from badgerlab.dynamics.games import cyclic_share, spinning_top
 from badgerlab.dynamics.psro import fixed_memory_fictitious_play
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig, Fraction
 from badgerlab.runs import Claim, Run
 
 
 class Config(ExperimentConfig):
     seeds: int = Field(10, ge=1, le=100, description="random games per cyclic share")
     strategies: int = Field(200, ge=10, le=5000, description="pure strategies of each game")
-    shares: list[float] = Field(
+    shares: list[Fraction] = Field(
         [0.0, 0.01, 0.02, 0.05, 0.1, 0.2],
         min_length=2,
         description="cyclic shares ‖cyclic‖²/‖A‖² of the games, ascending",
     )
-    sizes: list[int] = Field(
+    sizes: list[Count] = Field(
         [1, 2, 4, 8, 16, 32, 64], min_length=1, description="population sizes tried, ascending"
     )
     iterations: int = Field(200, ge=1, le=100_000, description="fictitious-play iterations")

@@ -7,7 +7,7 @@ import dataclasses
 import matplotlib.pyplot as plt
 from pydantic import Field
 
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import box2d_available, get_task, vector_env
@@ -23,7 +23,7 @@ PAPER_HEBBIAN, PAPER_STATIC = "872 ± 11 (100 rollouts)", "711 ± 16 (100 rollou
 
 
 class Config(ExperimentConfig):
-    hidden: list[int] = Field(
+    hidden: list[Count] = Field(
         [128, 64], min_length=1, max_length=4, description="hidden widths (reference: 128, 64)"
     )
     popsize: int = Field(10, ge=2, le=4096, multiple_of=2, description="ES population (even)")

@@ -7,7 +7,7 @@ from typing import Literal
 import matplotlib.pyplot as plt
 from pydantic import Field, model_validator
 
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.envs import ANT_LEGS
 from badgerlab.hebbian.policy import HebbianPolicy
@@ -25,7 +25,7 @@ assert set(Leg.__args__) == set(ANT_LEGS)  # type: ignore[attr-defined]
 
 
 class Config(ExperimentConfig):
-    hidden: list[int] = Field(
+    hidden: list[Count] = Field(
         [32, 32], min_length=1, max_length=4, description="hidden widths (paper: 128, 64)"
     )
     popsize: int = Field(24, ge=2, le=4096, multiple_of=2, description="ES population (even)")

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import get_task, vector_env
@@ -29,7 +29,7 @@ class Config(ExperimentConfig):
     env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
         "HalfCheetah-v5", description="shaped-reward continuous-control task"
     )
-    hidden: list[int] = Field(
+    hidden: list[Count] = Field(
         [32, 32], min_length=1, max_length=4, description="hidden layer widths (paper: 128, 64)"
     )
     popsize: int = Field(24, ge=2, le=4096, multiple_of=2, description="ES population (even)")

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 from pydantic import Field
 
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rules import rules
 from badgerlab.hebbian.tasks import get_task, vector_env
@@ -29,7 +29,7 @@ class Config(ExperimentConfig):
     env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
         "HalfCheetah-v5", description="shaped-reward continuous-control task"
     )
-    hidden: list[int] = Field(
+    hidden: list[Count] = Field(
         [32, 32], min_length=1, max_length=4, description="hidden layer widths (paper: 128, 64)"
     )
     rule: RuleName = Field("ABCD_lr", description="Hebbian rule of the ABCD family")

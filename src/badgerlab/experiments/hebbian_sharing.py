@@ -7,7 +7,7 @@ from typing import Literal
 import matplotlib.pyplot as plt
 from pydantic import Field
 
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rules import SHARING
@@ -28,7 +28,7 @@ class Config(ExperimentConfig):
     env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
         "HalfCheetah-v5", description="the quick task"
     )
-    hidden: list[int] = Field(
+    hidden: list[Count] = Field(
         [32, 32], min_length=1, max_length=4, description="hidden layer widths"
     )
     schemes: list[Scheme] = Field(

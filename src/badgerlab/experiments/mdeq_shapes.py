@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import Tensor
 
 from badgerlab.deq import MDEQ, DEQConfig, MDEQConfig
-from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment, ExperimentConfig
 from badgerlab.plots import curve_plot
 from badgerlab.runs import Claim, Run
 
@@ -22,7 +22,9 @@ class Config(ExperimentConfig):
     train_size: int = Field(2048, ge=32, le=1_000_000, description="generated training images")
     test_size: int = Field(512, ge=32, le=100_000, description="generated test images")
     noise: float = Field(0.15, ge=0, le=1, description="std of the per-pixel Gaussian noise")
-    channels: tuple[int, ...] = Field((8, 16), description="MDEQ branch widths (2 or 3)")
+    channels: tuple[Count, ...] = Field(
+        (8, 16), min_length=2, max_length=3, description="MDEQ branch widths (2 or 3)"
+    )
     gamma: float = Field(0.9, gt=0, lt=1, description="contraction factor of the MDEQ cell")
     solver: Literal["anderson", "broyden", "fixed_point"] = Field(
         "anderson", description="forward and backward solver"
