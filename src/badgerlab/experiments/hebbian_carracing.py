@@ -7,7 +7,8 @@ import dataclasses
 import matplotlib.pyplot as plt
 from pydantic import Field
 
-from badgerlab.experiment import Count, Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment
+from badgerlab.experiments._hebbian import HebbianESConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import box2d_available, get_task, vector_env
@@ -22,7 +23,7 @@ from badgerlab.runs import Claim, Run
 PAPER_HEBBIAN, PAPER_STATIC = "872 ± 11 (100 rollouts)", "711 ± 16 (100 rollouts)"
 
 
-class Config(ExperimentConfig):
+class Config(HebbianESConfig):
     hidden: list[Count] = Field(
         [128, 64], min_length=1, max_length=4, description="hidden widths (reference: 128, 64)"
     )
@@ -33,16 +34,6 @@ class Config(ExperimentConfig):
     eval_rollouts: int = Field(3, ge=1, le=1000, description="rollouts of the final agents")
     negative_patience: int = Field(
         20, ge=1, le=1000, description="stop after this many consecutive negative rewards"
-    )
-    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    actors: int = Field(
-        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
-    )
-    lr: float | None = Field(
-        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
     )
 
 

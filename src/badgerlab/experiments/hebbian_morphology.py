@@ -7,7 +7,8 @@ from typing import Literal
 import matplotlib.pyplot as plt
 from pydantic import Field, model_validator
 
-from badgerlab.experiment import Count, Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment
+from badgerlab.experiments._hebbian import HebbianESConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.envs import ANT_LEGS
 from badgerlab.hebbian.policy import HebbianPolicy
@@ -24,7 +25,7 @@ Leg = Literal["front_left", "front_right", "back_left", "back_right"]
 assert set(Leg.__args__) == set(ANT_LEGS)  # type: ignore[attr-defined]
 
 
-class Config(ExperimentConfig):
+class Config(HebbianESConfig):
     hidden: list[Count] = Field(
         [32, 32], min_length=1, max_length=4, description="hidden widths (paper: 128, 64)"
     )
@@ -37,16 +38,6 @@ class Config(ExperimentConfig):
         0.5, gt=0, le=5, description="lower-leg length factor: < 1 damaged, > 1 lengthened"
     )
     eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts per body of each agent")
-    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    actors: int = Field(
-        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
-    )
-    lr: float | None = Field(
-        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
-    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Config:

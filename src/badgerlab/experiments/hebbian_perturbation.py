@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from badgerlab.experiment import Count, Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment
+from badgerlab.experiments._hebbian import HebbianESConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import get_task, vector_env
@@ -25,7 +26,7 @@ from badgerlab.runs import Claim, Run
 RECOVERY = 0.5
 
 
-class Config(ExperimentConfig):
+class Config(HebbianESConfig):
     env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
         "HalfCheetah-v5", description="shaped-reward continuous-control task"
     )
@@ -42,16 +43,6 @@ class Config(ExperimentConfig):
     )
     early: int = Field(20, ge=1, le=100, description="steps counted as 'just after'")
     eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts of the final agents")
-    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    actors: int = Field(
-        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
-    )
-    lr: float | None = Field(
-        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
-    )
 
     @model_validator(mode="after")
     def _fits(self) -> Config:

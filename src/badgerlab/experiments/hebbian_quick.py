@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 import torch
 from pydantic import Field
 
-from badgerlab.experiment import Count, Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment
+from badgerlab.experiments._hebbian import HebbianESConfig
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rules import rules
 from badgerlab.hebbian.tasks import get_task, vector_env
@@ -25,7 +26,7 @@ RuleName = Literal["A", "AD", "AD_lr", "ABC", "ABC_lr", "ABCD", "ABCD_lr"]
 assert set(RuleName.__args__) == set(rules())  # type: ignore[attr-defined]
 
 
-class Config(ExperimentConfig):
+class Config(HebbianESConfig):
     env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
         "HalfCheetah-v5", description="shaped-reward continuous-control task"
     )
@@ -41,16 +42,6 @@ class Config(ExperimentConfig):
     episode_steps: int = Field(200, ge=10, le=1000, description="steps per training episode")
     eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts of the final agents")
     sigma: float = Field(0.1, gt=0, le=10, description="initial ES noise σ (reference 0.1)")
-    lr: float | None = Field(
-        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
-    )
-    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    actors: int = Field(
-        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
-    )
     normalise: bool = Field(True, description="divide each layer by its max |w| every step")
     traced_synapses: int = Field(
         12, ge=1, le=100, description="weights of layer 1 drawn in the trajectory plot"

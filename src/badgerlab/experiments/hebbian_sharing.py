@@ -7,7 +7,8 @@ from typing import Literal
 import matplotlib.pyplot as plt
 from pydantic import Field
 
-from badgerlab.experiment import Count, Experiment, ExperimentConfig
+from badgerlab.experiment import Count, Experiment
+from badgerlab.experiments._hebbian import HebbianESConfig
 from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
 from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rules import SHARING
@@ -24,7 +25,7 @@ Scheme = Literal["synapse", "post", "pre", "layer", "random_k"]
 assert set(Scheme.__args__) == set(SHARING)  # type: ignore[attr-defined]
 
 
-class Config(ExperimentConfig):
+class Config(HebbianESConfig):
     env: Literal["HalfCheetah-v5", "LunarLanderContinuous-v3"] = Field(
         "HalfCheetah-v5", description="the quick task"
     )
@@ -44,16 +45,6 @@ class Config(ExperimentConfig):
     generations: int = Field(50, ge=1, le=10_000, description="ES generations per scheme")
     episode_steps: int = Field(200, ge=10, le=1000, description="steps per episode")
     eval_rollouts: int = Field(10, ge=1, le=1000, description="rollouts of each final rule")
-    l2: float = Field(0.01, ge=0, le=1, description="fitness penalty on mean(coef²)")
-    actors: int = Field(
-        0, ge=0, le=4096, description="Ray actors rolling out the population (0: in process)"
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
-    )
-    lr: float | None = Field(
-        None, gt=0, le=10, description="initial ES lr; None: 0.2·√(popsize/200), as reference"
-    )
 
 
 def run(cfg: Config, run: Run) -> list[Claim]:
