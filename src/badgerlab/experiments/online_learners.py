@@ -86,15 +86,18 @@ def run(cfg: Config, run: Run) -> list[Claim]:
     )
     finals = {name: c[:, -tail:].mean(1).tolist() for name, c in curves.items()}
     pct = round(100 * cfg.final_fraction)
+    # The threshold was fixed for digits; on other data the number is reported, not judged.
+    judged = cfg.dataset == "digits"
     claims = [
         Claim.measure(
             "adam-mlp-final",
-            f"online Adam on an MLP({cfg.hidden}) reaches accuracy >= {THRESHOLD} over the "
-            f"last {pct}% of a {cfg.length}-example {cfg.dataset} episode",
+            f"online Adam on an MLP({cfg.hidden}) over the last {pct}% of a {cfg.length}-example "
+            f"{cfg.dataset} episode"
+            + (f" reaches accuracy >= {THRESHOLD}" if judged else " (no threshold off digits)"),
             finals["adam-mlp"],
             paper="baseline of Kirsch & Schmidhuber's Fig. 7 (online Adam, lr 1e-3)",
-            op=">=",
-            threshold=THRESHOLD,
+            op=">=" if judged else "info",
+            threshold=THRESHOLD if judged else None,
         )
     ]
     claims += [
