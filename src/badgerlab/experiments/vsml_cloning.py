@@ -15,13 +15,13 @@ from badgerlab.runs import Claim, Run
 from badgerlab.vsml.cloning import (
     CloneTask,
     clone_config,
+    clone_init_params,
     clone_loss,
     one_step_error,
     sgd_reference,
     vsml_online,
 )
 from badgerlab.vsml.metatrain import AdamState, adam_init, adam_update
-from badgerlab.vsml.model import init_params
 
 
 class Config(ExperimentConfig):
@@ -29,18 +29,29 @@ class Config(ExperimentConfig):
         "digits", description="unseen data the cloned learner is tested on"
     )
     seeds: int = Field(2, ge=1, le=100, description="seeds run inside one Run")
-    train_steps: int = Field(900, ge=1, le=1_000_000, description="supervised cloning steps")
+    train_steps: int = Field(1000, ge=1, le=1_000_000, description="supervised cloning steps")
+    tf_fraction: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="fraction of the steps (the first) with teacher forcing: w, b reset to the "
+        "teacher's before every example, errors relative to the true update",
+    )
+    tf_batch: int = Field(128, ge=1, le=4096, description="teacher networks per forced step")
+    tf_length: int = Field(6, ge=1, le=1000, description="examples per forced episode")
     train_inputs: int = Field(8, ge=1, le=1024, description="A of the training grid")
     train_outputs: int = Field(4, ge=2, le=100, description="B of the training grid")
-    train_batch: int = Field(32, ge=1, le=4096, description="teacher networks per step")
-    train_length: int = Field(24, ge=1, le=1000, description="examples per cloning episode")
+    train_batch: int = Field(32, ge=1, le=4096, description="teacher networks per free step")
+    train_length: int = Field(
+        24, ge=1, le=1000, description="examples per free-running cloning episode"
+    )
     zero_fraction: float = Field(
         0.3, ge=0, lt=1, description="fraction of training inputs set to exactly 0"
     )
     update_weight: float = Field(
         0.0, ge=0, le=1e3, description="weight of the relative update error in the loss"
     )
-    lr: float = Field(3e-3, gt=0, le=1, description="Adam learning rate of the cloning loss")
+    lr: float = Field(0.1, gt=0, le=1, description="Adam learning rate of the cloning loss")
     clip: float = Field(1.0, ge=0, le=1e6, description="gradient-norm clip (0: none)")
     layer_norm: bool = Field(False, description="LayerNorm on the message heads")
     kappa: float = Field(16.0, gt=0, le=1e3, description="output scale κ of the cloned network")
@@ -68,7 +79,7 @@ def _train(
     task = CloneTask(kappa=cfg.kappa, eta=cfg.eta, w_std=cfg.w_std)
     vcfg = clone_config(task, layer_norm=cfg.layer_norm)
     g = torch.Generator().manual_seed(seed)
-    params = init_params(vcfg, generator=g)
+    params = clone_init_params(vcfg, generator=g)
     opt = adam_init(params)
     step = 0
     ckpt = run.load_checkpoint()
@@ -86,8 +97,14 @@ def _train(
         g.set_state(ckpt.tensors["generator"])
         step = int(ckpt.state["step"])
         bar.update(step)
-    A, B, N, T = cfg.train_inputs, cfg.train_outputs, cfg.train_batch, cfg.train_length
+    A, B = cfg.train_inputs, cfg.train_outputs
+    n_forced = round(cfg.tf_fraction * cfg.train_steps)
     while step < cfg.train_steps:
+        # Curriculum: first single SGD steps from the teacher's states (teacher forcing, the
+        # reference's per-step targets), whose loss is the update error relative to the true
+        # update; then free-running episodes, so the clone also meets its own drift.
+        forced = step < n_forced
+        N, T = (cfg.tf_batch, cfg.tf_length) if forced else (cfg.train_batch, cfg.train_length)
         # Gaussian inputs, scaled per sequence up to 2.5 so that tanh(x) saturates as on real
         # images, with a fraction set exactly to 0: images have constant pixels (0 after
         # standardising), where the clone must leave w untouched.
@@ -99,7 +116,17 @@ def _train(
         w0 = torch.randn(N, A, B, generator=g) * task.w_std * 2 * torch.rand(N, 1, 1, generator=g)
         b0 = torch.randn(N, B, generator=g) * task.b_std
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        loss, parts = clone_loss(leaves, vcfg, task, x, y, w0, b0, update_weight=cfg.update_weight)
+        loss, parts = clone_loss(
+            leaves,
+            vcfg,
+            task,
+            x,
+            y,
+            w0,
+            b0,
+            update_weight=cfg.update_weight,
+            teacher_forcing=forced,
+        )
         raw = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         grads = {
             k: torch.zeros_like(v) if r is None else r
@@ -121,6 +148,7 @@ def _train(
                 index * cfg.train_steps + step,
                 seed=seed,
                 phase="clone",
+                forced=int(forced),
                 loss=float(loss.detach()),
                 err_out=parts["out"],
                 err_w=parts["w"],
@@ -296,6 +324,13 @@ def run(cfg: Config, run: Run) -> list[Claim]:
             [float(r["step_dw"]) for r in results],
             paper="the clone applies backprop's update",
         ),
+        Claim.measure(
+            "clone-step-corr-w",
+            "one cloned step from the true SGD state on unseen examples: correlation of Δw "
+            "(states) with Δw(SGD) over all entries (1 = the same update up to scale)",
+            [float(r["step_dw_corr"]) for r in results],
+            paper="the clone applies backprop's update",
+        ),
     ]
 
 
@@ -311,7 +346,8 @@ EXPERIMENT = Experiment(
 }""",
     description="Train the shared LSTM of a VSML layer to hold w and b in its states, compute "
     "y = tanh(x)w + b and apply SGD's update (supervised on those quantities, on random "
-    "Gaussian data); then use the clone as an online learner on unseen data beside true SGD.",
+    "Gaussian data: first single teacher-forced SGD steps, then free-running episodes); then "
+    "use the clone as an online learner on unseen data beside true SGD.",
     minutes={"smoke": 0.25, "quick": 3},
     Config=Config,
     run=run,
@@ -321,6 +357,8 @@ EXPERIMENT = Experiment(
             "train_steps": 25,
             "train_batch": 8,
             "train_length": 8,
+            "tf_batch": 8,
+            "tf_length": 4,
             "test_episodes": 2,
             "test_length": 20,
             "checkpoint_every": 10,

@@ -12,7 +12,10 @@ The update is exactly gradient descent on CE with learning rates ηA/κ for w an
 (∂CE/∂w_ab = κ tanh(x_a) δ_b / A): the cell-local form of backprop, the same at every grid
 size. The forward sweep sends x with no error; the backward sweep (the reference's
 `backward_pass`) sends the same x with δ. Training is supervised on the forward message
-(ŷ/κ) and on the two state units after every sweep, along teacher trajectories of true SGD.
+(ŷ/κ) and on the two state units after every sweep, along teacher trajectories of true SGD:
+first teacher-forced (w, b reset to the teacher's before each example, errors relative to the
+true update), then free-running. The other state units start as scratch units
+(`clone_init_params`): forming the signed product tanh(x_a)·δ_b needs units that forget.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import LayerState, VSMLConfig, init_state, tick
+from .model import LayerState, VSMLConfig, init_params, init_state, tick
 
 __all__ = [
     "CloneTask",
     "clone_config",
+    "clone_init_params",
     "clone_loss",
     "cloned_learner_states",
     "one_step_error",
@@ -54,10 +58,40 @@ class CloneTask:
 
 
 def clone_config(task: CloneTask, **overrides) -> VSMLConfig:
-    """The VSML configuration of a clone: explicit backward sweep, logits = κ·message[1]."""
-    kw = dict(backward_pass=True, logit_scale=task.kappa, tanh_bound=0.0)
+    """The VSML configuration of a clone: explicit backward sweep, logits = κ·message[1], and
+    backward messages [δ_b, y_b].
+
+    With the label, −η tanh(x_a) δ_b = −η tanh(x_a) p_b + η tanh(x_a) y_b is a sum of two
+    products with a one-signed factor (p_b, y_b ≥ 0), each of which one input gate forms; from
+    δ_b alone (signed) it takes a difference of gated scratch units, which training finds late
+    or not at all for some seeds (`feed_label=False` to compare).
+    """
+    kw = dict(backward_pass=True, logit_scale=task.kappa, tanh_bound=0.0, feed_label=True)
     kw.update(overrides)
     return VSMLConfig(**kw)
+
+
+def clone_init_params(
+    cfg: VSMLConfig, *, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
+    """Initial meta-parameters of a clone: `init_params`, with the gate offsets of the state
+    units other than 0 and 1 (w, b) cancelled in β, so that these start as scratch units.
+
+    The fixed offsets σ(z_f + 5), σ(z_i − 5) make every unit a memory that keeps its value and
+    barely writes. w and b need that, but the update Δw_ab = −η tanh(x_a) δ_b multiplies two
+    signed inputs, which an LSTM forms only as a difference of gated units that forget each
+    tick (e.g. σ(kδ + c)·tanh(x) − σ(−kδ + c)·tanh(x)). From f = σ(5) the gradient to open
+    them is ~σ'(5) ≈ 0.007 of a free unit's, and cloning stalls on a single gate, which gets
+    one sign of δ right (measured: Δw ≈ ½Δw* where δ < 0; squared update error ~0.5 of
+    |Δw*|²). Even so, some seeds sit for hundreds of steps with one sign of x wrong.
+    """
+    params = init_params(cfg, generator=generator)
+    H = cfg.state_size
+    bias = params["bias"].clone()  # (4H,) gate order i, f, o, g
+    bias[2:H] -= cfg.input_bias
+    bias[H + 2 : 2 * H] -= cfg.forget_bias
+    params["bias"] = bias
+    return params
 
 
 def read_weights(state: LayerState) -> tuple[Tensor, Tensor]:
@@ -71,6 +105,12 @@ def _write_weights(state: LayerState, w: Tensor, b: Tensor) -> LayerState:
     c[..., 0] = w
     c[..., 1] = b.unsqueeze(2).expand_as(w)
     return state._replace(c=c)
+
+
+def _error_message(delta: Tensor, y: Tensor, cfg: VSMLConfig) -> Tensor:
+    # [δ_b, y_b] (label slot 0 without feed_label): delta (..., B), y (...) -> (..., B, 2).
+    lab = F.one_hot(y, delta.shape[-1]).to(delta.dtype)
+    return torch.stack([delta, lab if cfg.feed_label else torch.zeros_like(delta)], -1)
 
 
 def cloned_learner_states(
@@ -114,6 +154,7 @@ def clone_loss(
     b0: Tensor,
     *,
     update_weight: float = 0.0,
+    teacher_forcing: bool = False,
 ) -> tuple[Tensor, dict[str, float]]:
     """Supervised cloning loss over an episode x `(T, N, A)`, y `(T, N)` from (w0, b0).
 
@@ -121,8 +162,14 @@ def clone_loss(
     penalised by the squared error of its output message against ŷ/κ and of its state units
     against (w, b), after every sweep. With `update_weight` λ > 0 it is also penalised by
     λ·|Δw − Δw*|²/|Δw*|² for each backward sweep's change of the states (the same for b): the
-    state error is dominated by keeping w, this term weighs the update itself. Returns the
-    loss and its parts (floats).
+    state error is dominated by keeping w, this term weighs the update itself.
+
+    With `teacher_forcing` the w and b units are also reset to the teacher's (w_t, b_t) before
+    every example (the other state units carry on), so each example supervises one SGD step
+    from the true state (the reference's per-step targets, section 4.1), and the w (b) errors
+    are divided by the episode's mean squared true update |Δw*|² (|Δb*|²): Δw is ~10× smaller
+    than w, so on the absolute scale the loss is dominated by keeping w, and an update that is
+    wrong by its own size costs little. Returns the loss and its parts (floats).
     """
     T, N, A = x.shape
     B = w0.shape[-1]
@@ -130,18 +177,25 @@ def clone_loss(
     states = cloned_learner_states(cfg, w0, b0)
     err_out = err_w = err_b = err_upd = x.new_zeros(())
     zero = x.new_zeros(1, N, B, 2)
+    if teacher_forcing:
+        sw = (t_w[1:] - t_w[:-1]).pow(2).mean() + 1e-8
+        sb = (t_b[1:] - t_b[:-1]).pow(2).mean() + 1e-8
+    else:
+        sw = sb = x.new_ones(())
     for t in range(T):
+        if teacher_forcing and t > 0:
+            states = [_write_weights(states[0], t_w[t].unsqueeze(0), t_b[t].unsqueeze(0))]
         states, logits = tick(params, states, x[t].unsqueeze(0), zero, cfg)
         err_out = err_out + ((logits[0] - t_logits[t]) / task.kappa).pow(2).mean()
         w_fwd, b_fwd = read_weights(states[0])
-        err_w = err_w + (w_fwd[0] - t_w[t]).pow(2).mean()
-        err_b = err_b + (b_fwd[0] - t_b[t]).pow(2).mean()
+        err_w = err_w + (w_fwd[0] - t_w[t]).pow(2).mean() / sw
+        err_b = err_b + (b_fwd[0] - t_b[t]).pow(2).mean() / sb
         delta = torch.softmax(t_logits[t], -1) - F.one_hot(y[t], B).to(x.dtype)
-        error = torch.stack([delta, torch.zeros_like(delta)], -1).unsqueeze(0)  # (1, N, B, 2)
+        error = _error_message(delta, y[t], cfg).unsqueeze(0)  # (1, N, B, 2)
         states, _ = tick(params, states, None, error, cfg, reverse=True)
         w, b = read_weights(states[0])
-        err_w = err_w + (w[0] - t_w[t + 1]).pow(2).mean()
-        err_b = err_b + (b[0] - t_b[t + 1]).pow(2).mean()
+        err_w = err_w + (w[0] - t_w[t + 1]).pow(2).mean() / sw
+        err_b = err_b + (b[0] - t_b[t + 1]).pow(2).mean() / sb
         if update_weight > 0:
             dw, db = t_w[t + 1] - t_w[t], t_b[t + 1] - t_b[t]
             err_upd = err_upd + ((w - w_fwd)[0] - dw).pow(2).mean() / (dw.pow(2).mean() + 1e-6)
@@ -176,7 +230,7 @@ def vsml_online(
     for t in range(T):
         states, logits = tick(params, states, x[t].unsqueeze(0), zero, cfg)
         delta = torch.softmax(logits, -1) - F.one_hot(y[t], B).to(x.dtype).unsqueeze(0)
-        error = torch.stack([delta, torch.zeros_like(delta)], -1)
+        error = _error_message(delta, y[t].unsqueeze(0), cfg)
         states, _ = tick(params, states, None, error, cfg, reverse=True)
         w, b = read_weights(states[0])
         ws.append(w[0])
@@ -205,7 +259,7 @@ def one_step_error(
     N, B = y.shape[0], w.shape[-1]
     states, logits = tick(params, states, x.unsqueeze(0), x.new_zeros(1, N, B, 2), cfg)
     delta = torch.softmax(logits_true[0], -1) - F.one_hot(y, B).to(x.dtype)
-    err = torch.stack([delta, torch.zeros_like(delta)], -1).unsqueeze(0)
+    err = _error_message(delta, y, cfg).unsqueeze(0)
     states, _ = tick(params, states, None, err, cfg, reverse=True)
     vw, vb = read_weights(states[0])
     dw_true, db_true = ws[1] - w, bs[1] - b
