@@ -12,6 +12,8 @@ from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
 from badgerlab.online import online_learn
 from badgerlab.plots import curve_plot
 from badgerlab.runs import Claim, Run
+from badgerlab.vsml import BIBTEX as VSML_BIBTEX
+from badgerlab.vsml import PAPER as VSML_PAPER
 
 
 class Config(ExperimentConfig):
@@ -115,15 +117,8 @@ def run(cfg: Config, run: Run) -> list[Claim]:
 
 EXPERIMENT = Experiment(
     name="online-learners",
-    paper="Kirsch & Schmidhuber, Meta Learning Backpropagation And Improving It, NeurIPS 2021 "
-    "(online gradient baselines)",
-    bibtex="""@inproceedings{kirsch2021vsml,
-  title={Meta Learning Backpropagation And Improving It},
-  author={Kirsch, Louis and Schmidhuber, J{\\"u}rgen},
-  booktitle={Advances in Neural Information Processing Systems},
-  year={2021},
-  note={arXiv:2012.14905}
-}""",
+    paper=f"{VSML_PAPER} (online gradient baselines)",
+    bibtex=VSML_BIBTEX,
     description="Online (batch size 1) SGD and Adam on linear models and MLPs, accuracy on each "
     "example before its label is used: the baseline learned learners are measured against.",
     minutes={"smoke": 0.2, "quick": 1},

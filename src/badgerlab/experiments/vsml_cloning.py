@@ -12,6 +12,8 @@ from badgerlab.data import load
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
 from badgerlab.plots import curve_plot
 from badgerlab.runs import Claim, Run
+from badgerlab.vsml import BIBTEX as VSML_BIBTEX
+from badgerlab.vsml import PAPER as VSML_PAPER
 from badgerlab.vsml.cloning import (
     CloneTask,
     clone_config,
@@ -336,14 +338,8 @@ def run(cfg: Config, run: Run) -> list[Claim]:
 
 EXPERIMENT = Experiment(
     name="vsml-cloning",
-    paper="Kirsch & Schmidhuber, Meta Learning Backpropagation And Improving It, NeurIPS 2021",
-    bibtex="""@inproceedings{kirsch2021vsml,
-  title={Meta Learning Backpropagation And Improving It},
-  author={Kirsch, Louis and Schmidhuber, J{\\"u}rgen},
-  booktitle={Advances in Neural Information Processing Systems},
-  year={2021},
-  note={arXiv:2012.14905}
-}""",
+    paper=VSML_PAPER,
+    bibtex=VSML_BIBTEX,
     description="Train the shared LSTM of a VSML layer to hold w and b in its states, compute "
     "y = tanh(x)w + b and apply SGD's update (supervised on those quantities, on random "
     "Gaussian data: first single teacher-forced SGD steps, then free-running episodes); then "

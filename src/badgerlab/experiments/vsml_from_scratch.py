@@ -12,6 +12,8 @@ from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
 from badgerlab.online import online_learn
 from badgerlab.plots import curve_plot
 from badgerlab.runs import Claim, Run
+from badgerlab.vsml import BIBTEX as VSML_BIBTEX
+from badgerlab.vsml import PAPER as VSML_PAPER
 from badgerlab.vsml.baselines import Learner, MetaRNN, VSMLLearner
 from badgerlab.vsml.metatrain import AdamState, adam_init, bptt_step, es_init, es_step
 from badgerlab.vsml.model import VSMLConfig, episode
@@ -484,14 +486,8 @@ def _claims(cfg: Config, run: Run, done: list[dict[str, torch.Tensor]]) -> list[
 
 EXPERIMENT = Experiment(
     name="vsml-from-scratch",
-    paper="Kirsch & Schmidhuber, Meta Learning Backpropagation And Improving It, NeurIPS 2021",
-    bibtex="""@inproceedings{kirsch2021vsml,
-  title={Meta Learning Backpropagation And Improving It},
-  author={Kirsch, Louis and Schmidhuber, J{\\"u}rgen},
-  booktitle={Advances in Neural Information Processing Systems},
-  year={2021},
-  note={arXiv:2012.14905}
-}""",
+    paper=VSML_PAPER,
+    bibtex=VSML_BIBTEX,
     description="Meta-train VSML's shared LSTM (and a Meta-RNN baseline on the same tasks and "
     "budget) on digits classification tasks to minimise online cross-entropy; meta-test on "
     "unseen data, other grid sizes and random-label memorisation, beside online Adam and SGD.",

@@ -22,7 +22,18 @@ from .model import (
     tick,
 )
 
+PAPER = "Kirsch & Schmidhuber, Meta Learning Backpropagation And Improving It, NeurIPS 2021"
+BIBTEX = """@inproceedings{kirsch2021vsml,
+  title={Meta Learning Backpropagation And Improving It},
+  author={Kirsch, Louis and Schmidhuber, J{\\"u}rgen},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2021},
+  note={arXiv:2012.14905}
+}"""
+
 __all__ = [
+    "BIBTEX",
+    "PAPER",
     "VSML",
     "CloneTask",
     "DenseMetaRNN",
