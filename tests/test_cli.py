@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -139,3 +140,32 @@ def test_reproduce_runs_variants_when_data_present(tmp_path, require, capsys):
     md = (out / "report.md").read_text()
     assert "online-learners (online-learners--mnist)" in md
     assert "Skipped" not in md
+
+
+def test_reproduce_reports_a_crash_and_exits_1(tmp_path, monkeypatch, capsys):
+    from badgerlab.experiment import Experiment, ExperimentConfig
+    from badgerlab.experiments import registry
+
+    def explode(cfg, run):
+        raise RuntimeError("deliberate failure")
+
+    boom = Experiment(
+        name="boom",
+        paper="none",
+        bibtex="@misc{boom}",
+        description="always crashes",
+        minutes={"smoke": 0.1, "quick": 0.1},
+        Config=ExperimentConfig,
+        run=explode,
+    )
+    monkeypatch.setitem(registry(), "boom", boom)
+    out = tmp_path / "runs"
+    args = ["reproduce", "--only", "boom", "--only", "online-learners", "--scale", "smoke"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "boom" in err and "Traceback" not in err
+    md = (out / "report.md").read_text()
+    assert "Crashed in the last reproduce" in md and "deliberate failure" in md
+    assert "adam-mlp-final" in md  # the other experiment still ran and is reported
+    (run_dir,) = (out / "boom").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "crashed"

@@ -166,12 +166,17 @@ def reproduce_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Run every experiment (or those named), its paper-data variants when their data is
-    present, then write the report."""
+    present, then write the report; exits 1 if any run crashed."""
     from badgerlab.report import reproduce
 
-    path = reproduce(only=only or None, scale=scale, out=out, quiet=quiet, console=out_console)
+    path, crashed = reproduce(
+        only=only or None, scale=scale, out=out, quiet=quiet, console=out_console
+    )
     out_console.print(f"report: {path}")
     typer.echo(str(path.resolve()))
+    if crashed:
+        print(f"crashed: {', '.join(crashed)} (see the report)", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command("report")
@@ -235,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors give one line on stderr and exit 2; crashes exit 1."""
     usage = (click.UsageError, _tc.UsageError, click.ClickException, _tc.ClickException)
     try:
-        app(args=argv, standalone_mode=False, prog_name="badgerlab")
+        # Without standalone mode click returns an Exit's code instead of raising it.
+        code = app(args=argv, standalone_mode=False, prog_name="badgerlab")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - a crash: show the traceback, exit 1
         traceback.print_exc()
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

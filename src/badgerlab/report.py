@@ -71,16 +71,17 @@ def reproduce(
     out: str | Path = "runs",
     quiet: bool = False,
     console: Any = None,
-) -> Path:
+) -> tuple[Path, list[str]]:
     """Run the named experiments (default: all) at `scale`, then their paper-data variants whose
-    data is present; write the report and return the path of report.md. A crashing experiment is
-    recorded as crashed and the others still run."""
+    data is present; write the report. Returns the path of report.md and the labels of the runs
+    that crashed: a crash is listed in the report and the other experiments still run."""
     from badgerlab.data import available
     from badgerlab.experiments import execute, get, registry
 
     names = list(only) if only else sorted(registry())
     exps = [get(n) for n in names]  # unknown names fail before anything runs
     skipped: list[dict[str, str]] = []
+    crashed: list[dict[str, str]] = []
     for exp in exps:
         jobs = [(exp.name, None, {})]
         for v in exp.variants:
@@ -114,13 +115,15 @@ def reproduce(
                     variant=variant,
                 )
             except Exception as err:  # noqa: BLE001 - one crash must not stop the others
+                crashed.append({"run": label, "error": f"{type(err).__name__}: {err}"})
                 if console is not None:
                     console.print(f"[red]{label} crashed: {type(err).__name__}: {err}[/red]")
             else:
                 if console is not None:
                     console.print(f"{label} finished in {time.time() - t0:.0f} s")
     atomic_write_text(Path(out) / "skipped.json", json.dumps(skipped, indent=1))
-    return write_report(out)
+    atomic_write_text(Path(out) / "crashed.json", json.dumps(crashed, indent=1))
+    return write_report(out), [c["run"] for c in crashed]
 
 
 def _claims_md(claims: list[dict[str, Any]]) -> list[str]:
@@ -149,9 +152,8 @@ def write_report(root: str | Path) -> Path:
     root = Path(root)
     runs = latest_runs(root)
     exps = registry()
-    skipped = []
-    if (root / "skipped.json").exists():
-        skipped = json.loads((root / "skipped.json").read_text())
+    skipped = _read_list(root / "skipped.json")
+    crashed = _read_list(root / "crashed.json")
     md = ["# badgerlab report", ""]
     body = ["<h1>badgerlab report</h1>"]
     if not runs:
@@ -197,6 +199,15 @@ def write_report(root: str | Path) -> Path:
         if exp is not None:
             md += ["```bibtex", exp.bibtex, "```", ""]
             body.append(f"<pre>{html.escape(exp.bibtex)}</pre>")
+    if crashed:
+        md += ["## Crashed in the last reproduce", ""]
+        body.append("<h2>Crashed in the last reproduce</h2><ul>")
+        for c in crashed:
+            line = f"{c['run']}: {c['error']} (its run folder keeps its checkpoints: --resume)"
+            md.append(f"- {line}")
+            body.append(f"<li class='error'>{html.escape(line)}</li>")
+        md.append("")
+        body.append("</ul>")
     if skipped:
         md += ["## Skipped paper-data variants", ""]
         body.append("<h2>Skipped paper-data variants</h2><ul>")
@@ -219,6 +230,12 @@ def write_report(root: str | Path) -> Path:
     atomic_write_text(root / "report.md", "\n".join(md) + "\n")
     atomic_write_text(root / "report.html", page)
     return root / "report.md"
+
+
+def _read_list(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text()))
 
 
 def _claims_html(claims: list[dict[str, Any]]) -> str:
