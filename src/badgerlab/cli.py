@@ -16,6 +16,7 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     _tc = click.exceptions
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from badgerlab.errors import UserError
@@ -30,7 +31,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-out_console = Console()
+# Tables of config fields need room: never narrower than 120 columns, even through a pipe.
+out_console = Console(width=max(120, Console().width))
 
 ScaleOpt = Annotated[
     str, typer.Option("--scale", help="size preset: smoke | quick | paper", show_default=True)
@@ -49,6 +51,26 @@ def list_cmd() -> None:
     out_console.print(table)
 
 
+def _type_name(annotation: Any) -> str:
+    """A short name for a config field's type: `int`, `list[int]`, `a | b`, `float | None`."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _config_help(name: str) -> None:
     from badgerlab.experiments import get
 
@@ -63,15 +85,15 @@ def _config_help(name: str) -> None:
                     bounds.append(f"{sym}{getattr(m, attr)}")
             if getattr(m, "pattern", None):
                 bounds.append(f"~{m.pattern}")
-        ann = info.annotation
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
         table.add_row(
             key,
-            tname,
-            repr(info.get_default(call_default_factory=True)),
+            escape(_type_name(info.annotation)),
+            escape(repr(info.get_default(call_default_factory=True))),
             " ".join(bounds),
-            repr(exp.scales.get("smoke", {}).get(key, "")),
-            repr(exp.scales.get("paper", {}).get(key, "")),
+            *(
+                escape(repr(exp.scales[s][key])) if key in exp.scales.get(s, {}) else ""
+                for s in ("smoke", "paper")
+            ),
             info.description or "",
         )
     out_console.print(table)
