@@ -131,3 +131,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert [m["step"] for m in a.metrics] == list(range(48))
     strip = [{k: v for k, v in c.items()} for c in a.claims]
     assert strip == b.claims
+
+
+def test_saving_a_step_twice_keeps_one_complete_pair(tmp_path):
+    run = Run.create("demo", {"seed": 0}, out=tmp_path, quiet=True)
+    run.save_checkpoint(3, {"w": torch.zeros(2)}, {"v": 1})
+    run.save_checkpoint(3, {"w": torch.ones(2)}, {"v": 2})
+    files = list((run.dir / "checkpoints").glob("*.safetensors"))
+    assert len(files) == 1
+    ck = run.load_checkpoint()
+    assert ck.step == 3 and ck.state["v"] == 2 and torch.equal(ck.tensors["w"], torch.ones(2))
+    run.close()

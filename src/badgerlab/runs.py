@@ -11,6 +11,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -419,19 +420,22 @@ class Run:
         ck = self.dir / "checkpoints"
         ck.mkdir(exist_ok=True)
         tens = {k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()}
+        # A fresh file name every save: the JSON on disk always names a complete tensor file,
+        # even when a step is saved twice and the process dies between the two writes.
+        name = f"ckpt-{int(step)}-{uuid.uuid4().hex[:12]}.safetensors"
         fd, tmp = tempfile.mkstemp(dir=ck, prefix=".ckpt.", suffix=".tmp")
         os.close(fd)
         try:
             save_file(tens, tmp)
-            os.replace(tmp, ck / f"ckpt-{int(step)}.safetensors")
+            os.replace(tmp, ck / name)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        body = {"step": int(step), "state": dict(state or {}), "_metrics_lines": self._lines}
+        body = {"step": int(step), "tensors": name, "state": dict(state or {})}
         body["state"]["_metrics_lines"] = self._lines
         atomic_write_text(ck / "ckpt.json", _dumps(body))
         for old in ck.glob("ckpt-*.safetensors"):
-            if old.name != f"ckpt-{int(step)}.safetensors":
+            if old.name != name:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
 
@@ -525,7 +529,7 @@ def _load_checkpoint(path: Path) -> Checkpoint | None:
         return None
     try:
         body = json.loads(meta.read_text())
-        tensors = load_file(str(ck / f"ckpt-{int(body['step'])}.safetensors"))
+        tensors = load_file(str(ck / body["tensors"]))
     except (OSError, json.JSONDecodeError, KeyError, ValueError) as err:
         raise RunError(f"checkpoint in {str(ck)!r} is unreadable: {err}") from None
     return Checkpoint(int(body["step"]), tensors, body.get("state", {}))
