@@ -7,7 +7,8 @@ import typing
 
 import pytest
 
-from badgerlab.experiments import execute, registry
+from badgerlab.experiments import registry
+from badgerlab.runner import execute
 from badgerlab.runs import OPS, STATUSES
 
 NAMES = sorted(registry())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import errno
 import sys
 import traceback
 from pathlib import Path
@@ -108,7 +108,9 @@ def run_cmd(
     name: Annotated[
         str | None, typer.Argument(help="experiment name (see `badgerlab list`)")
     ] = None,
-    scale: ScaleOpt = "quick",
+    scale: Annotated[
+        str | None, typer.Option("--scale", help="size preset: smoke | quick (default) | paper")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a config key: key=value")
     ] = None,
@@ -130,7 +132,7 @@ def run_cmd(
 ) -> None:
     """Run one experiment; `badgerlab run NAME --help` lists its config fields."""
     from badgerlab.experiment import parse_overrides
-    from badgerlab.experiments import execute
+    from badgerlab.runner import execute
 
     if help_ or name is None:
         if name is None:
@@ -143,8 +145,6 @@ def run_cmd(
     overrides = parse_overrides(set_ or [])
     if seed is not None:
         overrides["seed"] = seed
-    if download:
-        os.environ["BADGERLAB_DOWNLOAD"] = "1"
     record = execute(
         name,
         scale=scale,
@@ -153,19 +153,27 @@ def run_cmd(
         resume=resume,
         config_file=config,
         quiet=quiet,
+        download=download,
     )
-    from badgerlab import distributed
+    from badgerlab import ddp
 
-    if distributed.is_main():
+    if ddp.is_main():
         _print_claims(record.dir, record.claims)
-    distributed.cleanup()
+    ddp.cleanup()
 
 
 def _print_claims(run_dir: Path, claims: list[dict[str, Any]]) -> None:
     from badgerlab.report import format_measured, format_threshold
 
     table = Table("claim", "measured", "op", "threshold", "status")
-    colours = {"pass": "green", "fail": "red", "error": "red", "info": "cyan"}
+    colours = {
+        "pass": "green",
+        "fail": "red",
+        "error": "red",
+        "info": "cyan",
+        "inconclusive": "yellow",
+        "smoke": "magenta",
+    }
     for c in claims:
         table.add_row(
             c["id"],
@@ -189,7 +197,7 @@ def reproduce_cmd(
 ) -> None:
     """Run every experiment (or those named), its paper-data variants when their data is
     present, then write the report; exits 1 if any run crashed."""
-    from badgerlab.report import reproduce
+    from badgerlab.runner import reproduce
 
     path, crashed = reproduce(
         only=only or None, scale=scale, out=out, quiet=quiet, console=out_console
@@ -258,6 +266,17 @@ def _fetch_with_bar(name: str) -> None:
         fetch(name, cache=cache_dir(), progress=progress)
 
 
+def _resume_hint(argv: list[str] | None) -> str:
+    """The command that continues the newest run folder this process opened."""
+    from badgerlab.runs import Run
+
+    opened = Run.last_opened()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if opened is None or len(args) < 2 or args[0] != "run":
+        return "nothing was checkpointed yet" if opened is None else f"run folder {opened}"
+    return f"continue with: badgerlab run {args[1]} --resume {opened}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors give one line on stderr and exit 2; crashes exit 1."""
     usage = (click.UsageError, _tc.UsageError, click.ClickException, _tc.ClickException)
@@ -280,8 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Exit, typer.Exit) as err:
         return int(err.exit_code)
     except KeyboardInterrupt:
-        print("interrupted: resume with --resume RUN_DIR", file=sys.stderr)
+        print(f"interrupted: {_resume_hint(argv)}", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            traceback.print_exc()
+            return 1
+        where = err.filename or "the run folder"
+        print(f"error: no space left on device writing {where}; {_resume_hint(argv)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except Exception:  # noqa: BLE001 - a crash: show the traceback, exit 1
         traceback.print_exc()
         return 1

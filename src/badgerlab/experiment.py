@@ -20,6 +20,7 @@ __all__ = [
     "ExperimentConfig",
     "PaperVariant",
     "build_config",
+    "check_device_present",
     "parse_overrides",
 ]
 
@@ -68,10 +69,13 @@ class PaperVariant:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One paper experiment: its Config model, its presets per scale, and `run(cfg, run)`.
+    """One paper experiment: its Config model, its presets per scale, and three steps.
 
-    `run` receives the validated config and an open `badgerlab.runs.Run`; it logs metrics, saves
-    plots and checkpoints, and returns the list of `Claim`s the run measured.
+    `train(cfg, run) -> results` does the work in resumable units (`run.units`);
+    `plots(cfg, results, run)` saves figures; `claims(cfg, results) -> list[Claim]` states what
+    was measured. `run(cfg, run)` composes them (an experiment may pass its own `run` instead).
+    `devices` lists the device types the experiment runs on (`cpu`, `cuda`); any other device
+    in the config is refused when the config is built.
     """
 
     name: str
@@ -80,9 +84,13 @@ class Experiment:
     description: str
     minutes: Mapping[str, float]
     Config: type[ExperimentConfig]
-    run: Callable[..., Any]
+    train: Callable[..., Any] | None = None
+    plots: Callable[..., Any] | None = None
+    claims: Callable[..., Any] | None = None
+    run: Callable[..., Any] | None = None
     scales: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variants: tuple[PaperVariant, ...] = ()
+    devices: tuple[str, ...] = ("cpu",)
 
     def __post_init__(self) -> None:
         unknown = set(self.scales) - set(SCALES)
@@ -90,12 +98,52 @@ class Experiment:
             raise ValueError(f"experiment {self.name!r}: unknown scale presets {sorted(unknown)}")
         if not issubclass(self.Config, ExperimentConfig):
             raise TypeError(f"experiment {self.name!r}: Config must subclass ExperimentConfig")
+        steps = (self.train, self.plots, self.claims)
+        if self.run is None and any(f is None for f in steps):
+            raise TypeError(f"experiment {self.name!r}: give train, plots and claims (or run)")
+        bad = set(self.devices) - {"cpu", "cuda"}
+        if bad or not self.devices:
+            raise ValueError(f"experiment {self.name!r}: devices must be cpu/cuda, got {bad}")
+
+    def execute(self, cfg: ExperimentConfig, run: Any) -> list[Any]:
+        """Train, plot and state the claims; returns the claims."""
+        if self.run is not None:
+            return list(self.run(cfg, run) or [])
+        assert self.train and self.plots and self.claims
+        results = self.train(cfg, run)
+        self.plots(cfg, results, run)
+        return list(self.claims(cfg, results))
 
     def config(
         self, scale: str = "quick", overrides: Mapping[str, Any] | None = None
     ) -> ExperimentConfig:
         """The validated config for `scale` with `overrides` (dotted keys) applied on top."""
-        return build_config(self.Config, self.scales.get(scale, {}), overrides or {}, scale=scale)
+        cfg = build_config(self.Config, self.scales.get(scale, {}), overrides or {}, scale=scale)
+        self.check_device(cfg.device)
+        return cfg
+
+    def check_device(self, device: str) -> None:
+        """Refuse a device this experiment does not support, or one this machine lacks."""
+        kind = device.split(":")[0]
+        if kind not in self.devices:
+            raise ConfigError(
+                f"device={device!r}: {self.name} runs on {', '.join(self.devices)} only"
+            )
+        check_device_present(device)
+
+
+def check_device_present(device: str) -> None:
+    """A `ConfigError` when `device` (e.g. `cuda:1`) does not exist on this machine."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r}: this torch build or machine has no CUDA device")
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(f"device={device!r}: this machine has {count} CUDA device(s)")
 
 
 def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
@@ -145,6 +193,11 @@ def build_config(
         raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
     data = _merge(_dump_defaults(model), preset)
     data["scale"] = scale
+    if "scale" in overrides and overrides["scale"] != scale:
+        raise ConfigError(
+            f"--set scale={overrides['scale']!r} would record one scale and run another; "
+            "use --scale"
+        )
     data = _merge(data, overrides)
     try:
         return model.model_validate(data)

@@ -1,12 +1,11 @@
-"""`reproduce` (run everything) and the report: report.md and a self-contained report.html."""
+"""The report of a runs folder: report.md and a self-contained report.html."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
-import time
-from collections.abc import Sequence
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from badgerlab.runs import Run, RunError, RunRecord, atomic_write_text
 __all__ = [
     "format_measured",
     "format_threshold",
+    "check_output_root",
     "latest_runs",
-    "reproduce",
     "write_report",
 ]
 
@@ -64,66 +63,21 @@ def latest_runs(root: Path) -> dict[str, RunRecord]:
     return out
 
 
-def reproduce(
-    *,
-    only: Sequence[str] | None = None,
-    scale: str = "quick",
-    out: str | Path = "runs",
-    quiet: bool = False,
-    console: Any = None,
-) -> tuple[Path, list[str]]:
-    """Run the named experiments (default: all) at `scale`, then their paper-data variants whose
-    data is present; write the report. Returns the path of report.md and the labels of the runs
-    that crashed: a crash is listed in the report and the other experiments still run."""
-    from badgerlab.data import available
-    from badgerlab.experiments import execute, get, registry
-
-    names = list(only) if only else sorted(registry())
-    exps = [get(n) for n in names]  # unknown names fail before anything runs
-    skipped: list[dict[str, str]] = []
-    crashed: list[dict[str, str]] = []
-    for exp in exps:
-        jobs = [(exp.name, None, {})]
-        for v in exp.variants:
-            missing = [d for d in v.datasets if not available(d)]
-            if missing:
-                skipped.append(
-                    {
-                        "experiment": exp.name,
-                        "variant": v.name,
-                        "missing": ", ".join(missing),
-                        "command": " && ".join(
-                            f"badgerlab datasets --download {d}" for d in missing
-                        )
-                        + f" && badgerlab reproduce --only {exp.name}",
-                    }
-                )
-            else:
-                jobs.append((exp.name, v.name, dict(v.overrides)))
-        for name, variant, overrides in jobs:
-            label = name if variant is None else f"{name}--{variant}"
-            if console is not None:
-                console.rule(f"{label} ({scale})")
-            t0 = time.time()
-            try:
-                execute(
-                    name,
-                    scale=scale,
-                    overrides=overrides,
-                    out=out,
-                    quiet=quiet,
-                    variant=variant,
-                )
-            except Exception as err:  # noqa: BLE001 - one crash must not stop the others
-                crashed.append({"run": label, "error": f"{type(err).__name__}: {err}"})
-                if console is not None:
-                    console.print(f"[red]{label} crashed: {type(err).__name__}: {err}[/red]")
-            else:
-                if console is not None:
-                    console.print(f"{label} finished in {time.time() - t0:.0f} s")
-    atomic_write_text(Path(out) / "skipped.json", json.dumps(skipped, indent=1))
-    atomic_write_text(Path(out) / "crashed.json", json.dumps(crashed, indent=1))
-    return write_report(out), [c["run"] for c in crashed]
+def check_output_root(root: Path, *, create: bool) -> None:
+    """Refuse a runs root that is a file, lies below a file, is missing (unless `create`) or
+    cannot be written, with one line naming it."""
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            raise RunError(f"{str(root)!r}: {str(p)!r} is a file, not a folder")
+    if not root.exists():
+        if not create:
+            raise RunError(f"runs folder {str(root)!r} does not exist")
+        try:
+            root.mkdir(parents=True)
+        except OSError as err:
+            raise RunError(f"cannot create {str(root)!r}: {err.strerror or err}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RunError(f"runs folder {str(root)!r} is not writable")
 
 
 def _claims_md(claims: list[dict[str, Any]]) -> list[str]:
@@ -150,6 +104,7 @@ def write_report(root: str | Path) -> Path:
     from badgerlab.experiments import registry
 
     root = Path(root)
+    check_output_root(root, create=False)
     runs = latest_runs(root)
     exps = registry()
     skipped = _read_list(root / "skipped.json")
@@ -235,7 +190,15 @@ def write_report(root: str | Path) -> Path:
 def _read_list(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
-    return list(json.loads(path.read_text()))
+    try:
+        items = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise RunError(f"{str(path)!r} is unreadable: {err}") from None
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and all(isinstance(v, str) for v in i.values()) for i in items
+    ):
+        raise RunError(f"{str(path)!r} is not a list of objects of strings")
+    return items
 
 
 def _claims_html(claims: list[dict[str, Any]]) -> str:

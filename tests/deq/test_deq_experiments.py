@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from badgerlab.experiments import execute
+from badgerlab.runner import execute
 from badgerlab.runs import Run
 
 DROP = {"elapsed", "time"}

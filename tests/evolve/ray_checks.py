@@ -1,4 +1,4 @@
-"""Ray checks for tests/evolve/test_distributed.py, run in a loopback-only network namespace."""
+"""Ray checks for tests/evolve/test_ray.py, run in a loopback-only network namespace."""
 
 from __future__ import annotations
 

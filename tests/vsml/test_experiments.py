@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from badgerlab.experiments import execute
+from badgerlab.runner import execute
 from badgerlab.experiments import vsml_from_scratch as fs
 from badgerlab.runs import Run
 from badgerlab.vsml.model import VSMLConfig, episode, params_from_tensors

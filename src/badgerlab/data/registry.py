@@ -142,15 +142,11 @@ def info_for(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def _download_default() -> bool:
-    return os.environ.get("BADGERLAB_DOWNLOAD", "") == "1"
-
-
-def load(name: str, split: str = "train", *, download: bool | None = None) -> Dataset:
+def load(name: str, split: str = "train", *, download: bool = False) -> Dataset:
     """Load a dataset split as a `Dataset`.
 
     Files are searched in `BADGERLAB_DATA`, the cache and system folders; with
-    `download=True` (default: the CLI's `--download`) a missing dataset is fetched into the
+    `download=True` (the CLI's `--download` reaches it as `run.download`) a missing dataset is fetched into the
     cache first. Checksums of IDX payloads are verified on load.
 
     >>> d = load("iris")
@@ -164,7 +160,7 @@ def load(name: str, split: str = "train", *, download: bool | None = None) -> Da
         return _load_bundled(name, split)
     where = locate(name)
     if where is None:
-        if download if download is not None else _download_default():
+        if download:
             from .download import fetch
 
             fetch(name, cache=cache_dir())

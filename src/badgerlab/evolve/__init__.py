@@ -54,7 +54,6 @@ from .core import (
     state_dict,
     state_meta,
 )
-from .distributed import RayEvaluator
 from .openai_es import HEBBIAN_DEFAULTS, VSML_DEFAULTS, OpenAIESState
 from .population import (
     evaluate_population,
@@ -64,6 +63,7 @@ from .population import (
     population_call,
     unflatten_params,
 )
+from .ray import RayEvaluator
 from .shaping import available_shapings, centred_ranks, get_shaping, register_shaping
 
 __all__ = [

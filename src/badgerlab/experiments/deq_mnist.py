@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from badgerlab import distributed
+from badgerlab import ddp
 from badgerlab.data import load
 from badgerlab.deq import (
     DEQ,
@@ -136,7 +136,7 @@ def _train(
             idx = perm[i : i + cfg.batch_size]
             # Under torchrun each rank trains on its share of the global batch and the
             # gradients are averaged over ranks: the same step as one process on the batch.
-            idx = idx[distributed.shard_indices(len(idx), epoch=epoch, seed=seed, shuffle=False)]
+            idx = idx[ddp.shard_indices(len(idx), epoch=epoch, seed=seed, shuffle=False)]
             xb, yb = xtr[idx], ytr[idx]
             if name == "deq-jacreg":
                 z = model.deq(xb)
@@ -150,7 +150,7 @@ def _train(
                 loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            distributed.average_gradients(model.parameters())
+            ddp.average_gradients(model.parameters())
             opt.step()
             tot += float(loss.detach()) * len(idx)
             n += len(idx)

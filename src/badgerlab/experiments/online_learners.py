@@ -11,7 +11,7 @@ from badgerlab.data import TaskSampler, load
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
 from badgerlab.online import online_learn
 from badgerlab.plots import curve_plot
-from badgerlab.runs import Claim, Run
+from badgerlab.runs import Claim, RunLike
 from badgerlab.vsml import BIBTEX as VSML_BIBTEX
 from badgerlab.vsml import PAPER as VSML_PAPER
 
@@ -46,35 +46,35 @@ def _learn(cfg: Config, name: str, x: torch.Tensor, y: torch.Tensor, k: int, see
     return online_learn(x, y, k, optimizer=opt, lr=lr, hidden=hidden, seed=seed)
 
 
-def run(cfg: Config, run: Run) -> list[Claim]:
-    data = load(cfg.dataset, "train")
+def train(cfg: Config, run: RunLike) -> dict:
+    """One unit per seed: every learner on that seed's episodes; accuracy curves come back."""
+    data = load(cfg.dataset, "train", download=run.download)
     sampler = TaskSampler(data, length=cfg.length, num_classes=cfg.num_classes)
     tail = max(1, round(cfg.final_fraction * cfg.length))
-    ckpt = run.load_checkpoint()
-    done: dict = ckpt.state["curves"] if ckpt else {name: [] for name in LEARNERS}
-    start = len(done[LEARNERS[0]])
-    with run.progress(
-        cfg.seeds * len(LEARNERS), "online learners", completed=start * len(LEARNERS)
-    ) as bar:
-        for i in range(start, cfg.seeds):
-            seed = cfg.seed + i
-            eps = sampler.sample(cfg.episodes, seed=seed)
-            for j, name in enumerate(LEARNERS):
-                curve = _learn(cfg, name, eps.x, eps.y, eps.num_classes, seed).accuracy_curve
-                done[name].append(curve.tolist())
-                final = float(curve[-tail:].mean())
-                run.log(
-                    i * len(LEARNERS) + j,
-                    seed=seed,
-                    learner=name,
-                    final_accuracy=final,
-                    mean_accuracy=float(curve.mean()),
-                )
-                bar.update(1, **{name: final})
-            run.save_checkpoint(i, state={"curves": done})
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    for unit in run.units([f"seed{s}" for s in seeds], description="online learners"):
+        seed = seeds[unit.index]
+        eps = sampler.sample(cfg.episodes, seed=seed)
+        curves = {}
+        for j, name in enumerate(LEARNERS):
+            curve = _learn(cfg, name, eps.x, eps.y, eps.num_classes, seed).accuracy_curve
+            curves[name] = curve
+            run.log(
+                unit.index * len(LEARNERS) + j,
+                seed=seed,
+                learner=name,
+                final_accuracy=float(curve[-tail:].mean()),
+                mean_accuracy=float(curve.mean()),
+            )
+        unit.finish(curves)
+    per_seed = [run.results[f"seed{s}"] for s in seeds]
+    curves = {name: torch.stack([r[name] for r in per_seed]) for name in LEARNERS}  # (S, N)
+    return {"curves": curves, "num_classes": cfg.num_classes or data.num_classes, "tail": tail}
 
-    curves = {name: torch.tensor(v) for name, v in done.items()}  # (seeds, N) each
-    run.save_json("curves", done)
+
+def plots(cfg: Config, results: dict, run: RunLike) -> None:
+    curves = results["curves"]
+    run.save_json("curves", {k: v.tolist() for k, v in curves.items()})
     run.save_figure(
         curve_plot(
             curves,
@@ -82,15 +82,21 @@ def run(cfg: Config, run: Run) -> list[Claim]:
             ylabel="accuracy before the label is seen",
             title=f"online learners on {cfg.dataset} episodes ({cfg.episodes} per seed)",
             smooth=max(1, cfg.length // 25),
-            chance=1 / (cfg.num_classes or data.num_classes),
+            chance=1 / results["num_classes"],
         ),
         "accuracy_curve",
+        caption="Online accuracy of each learner along an episode (mean over seeds); look for "
+        "Adam-MLP rising well above the chance line and the linear learners levelling off lower.",
     )
-    finals = {name: c[:, -tail:].mean(1).tolist() for name, c in curves.items()}
+
+
+def claims(cfg: Config, results: dict) -> list[Claim]:
+    tail = results["tail"]
+    finals = {name: c[:, -tail:].mean(1).tolist() for name, c in results["curves"].items()}
     pct = round(100 * cfg.final_fraction)
     # The threshold was fixed for digits; on other data the number is reported, not judged.
     judged = cfg.dataset == "digits"
-    claims = [
+    out = [
         Claim.measure(
             "adam-mlp-final",
             f"online Adam on an MLP({cfg.hidden}) over the last {pct}% of a {cfg.length}-example "
@@ -102,7 +108,7 @@ def run(cfg: Config, run: Run) -> list[Claim]:
             threshold=THRESHOLD if judged else None,
         )
     ]
-    claims += [
+    out += [
         Claim.measure(
             f"{name}-final",
             f"{name} accuracy over the last {pct}% of the episode",
@@ -112,7 +118,7 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         for name in LEARNERS
         if name != "adam-mlp"
     ]
-    return claims
+    return out
 
 
 EXPERIMENT = Experiment(
@@ -123,7 +129,9 @@ EXPERIMENT = Experiment(
     "example before its label is used: the baseline learned learners are measured against.",
     minutes={"smoke": 0.2, "quick": 1},
     Config=Config,
-    run=run,
+    train=train,
+    plots=plots,
+    claims=claims,
     scales={
         "smoke": {"seeds": 2, "episodes": 4, "length": 60, "hidden": 32},
         "paper": {"episodes": 32, "length": 2000, "seeds": 5},

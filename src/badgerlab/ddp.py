@@ -4,41 +4,42 @@ sharded batches and rank-0 writes, all no-ops in a plain single process.
 An experiment trained by gradient runs unchanged on one process or under
 `torchrun --nproc_per_node N -m badgerlab run NAME`:
 
-    device = distributed.init_from_env(cfg.device)  # cuda:LOCAL_RANK under torchrun + CUDA
-    model = distributed.wrap(Model(...).to(device))  # DDP when launched, else the model
+    device = ddp.init_from_env(cfg.device)  # cuda:LOCAL_RANK under torchrun + CUDA
+    model = ddp.wrap(Model(...).to(device))  # DDP when launched, else the model
     g = torch.Generator().manual_seed(cfg.seed)      # identical on every rank
     for step in range(start, cfg.steps):
         batch = torch.randperm(n, generator=g)[: cfg.batch_size]  # the global batch
-        mine = batch[distributed.shard_indices(len(batch), epoch=step, seed=cfg.seed)]
+        mine = batch[ddp.shard_indices(len(batch), epoch=step, seed=cfg.seed)]
         loss = loss_fn(model(x[mine]), y[mine])       # mean over the local shard
         opt.zero_grad(); loss.backward(); opt.step()  # DDP averages gradients over ranks
-        run.log(step, loss=distributed.all_reduce_mean(loss.detach()).item())
+        run.log(step, loss=ddp.all_reduce_mean(loss.detach()).item())
 
 With equal shard sizes the averaged gradient is exactly the gradient of the mean loss over the
 global batch, so N ranks follow the same trajectory as one process (up to float rounding).
 
 Rank 0 writes, the others only read: the CLI opens the run with
-`run = distributed.main_run(lambda: Run.create(...))`, which gives rank 0 the real `Run` and
+`run = ddp.main_run(lambda: Run.create(...))`, which gives rank 0 the real `Run` and
 every other rank a `FollowerRun` over the same folder, whose `log`, `save_checkpoint`,
 `save_figure` and `finish` write nothing and whose `load_checkpoint` reads rank 0's files, so
 `--resume` restores every rank alike. Code that must do something on rank 0 only (an
-evaluation that prints a table, say) tests `distributed.is_main()`. Collectives
+evaluation that prints a table, say) tests `ddp.is_main()`. Collectives
 (`all_reduce_mean`, `barrier`) must be called on every rank, never inside `if is_main():`.
-Save `distributed.unwrap(model).state_dict()` so checkpoints load with or without DDP.
+Save `ddp.unwrap(model).state_dict()` so checkpoints load with or without DDP.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from badgerlab.runs import FollowerRun
 
 __all__ = [
     "FollowerRun",
@@ -306,81 +307,6 @@ def shard_indices(
 
 # ---------------------------------------------------------------------------------------------
 # rank-0 writes
-
-
-class _NullBar:
-    def update(self, advance: float = 1, **fields: Any) -> None:
-        pass
-
-
-class FollowerRun:
-    """A non-zero rank's view of rank 0's run folder: reads like a `Run`, writes nothing.
-
-    `log`, `save_checkpoint`, `save_figure`, `save_json`, `finish`, `fail` and `close` do
-    nothing on disk (figures are closed); `load_checkpoint` and `metrics` read what rank 0
-    wrote. A method a `Run` has and this class lacks raises AttributeError instead of writing.
-    """
-
-    quiet = True
-
-    def __init__(self, dir: Path) -> None:
-        from badgerlab.runs import Run
-
-        self.dir = Path(dir)
-        record = Run.open(self.dir)
-        self.meta = record.meta
-        self.experiment = record.experiment
-        self.config = record.config
-        self.resumed = record.checkpoint is not None
-
-    def log(self, step: int, **metrics: Any) -> None:
-        pass
-
-    @property
-    def metrics(self) -> list[dict[str, Any]]:
-        from badgerlab.runs import Run
-
-        return Run.open(self.dir).metrics
-
-    def save_checkpoint(self, step: int, tensors: Any = None, state: Any = None) -> None:
-        pass
-
-    def load_checkpoint(self) -> Any:
-        from badgerlab.runs import Run
-
-        return Run.open(self.dir).checkpoint
-
-    def save_figure(self, fig: Any, name: str) -> Path:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        return self.dir / f"{name}.png"
-
-    def save_json(self, name: str, obj: Any) -> Path:
-        return self.dir / f"{name}.json"
-
-    @contextlib.contextmanager
-    def progress(self, total: int, description: str, *, completed: int = 0) -> Iterator[_NullBar]:
-        yield _NullBar()
-
-    def finish(self, claims: Sequence[Any], **extra: Any) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        from badgerlab.runs import evaluate_claims
-
-        evaluated = evaluate_claims(list(claims))
-        return {
-            "experiment": self.experiment,
-            "status": "finished",
-            "claims": [asdict(c) for c in evaluated],
-            **extra,
-        }
-
-    def fail(self, error: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def main_run(open_run: Callable[[], T]) -> T | FollowerRun:

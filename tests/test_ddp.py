@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from badgerlab import distributed as D
+from badgerlab import ddp as D
 
 STEPS, N, GLOBAL_BATCH, IN, HIDDEN, OUT = 6, 64, 16, 5, 16, 3
 
@@ -103,7 +103,7 @@ WORKER = textwrap.dedent(
     from safetensors.torch import save_file
     from torch import nn
 
-    from badgerlab import distributed as D
+    from badgerlab import ddp as D
     from badgerlab.runs import Run
 
     torch.set_num_threads(1)
