@@ -46,6 +46,7 @@ True
 
 from . import evotorch_es, openai_es
 from .core import (
+    ES,
     EvolutionStrategy,
     available_es,
     get_es,
@@ -64,9 +65,11 @@ from .population import (
     unflatten_params,
 )
 from .ray import RayEvaluator
-from .shaping import available_shapings, centred_ranks, get_shaping, register_shaping
+from .shaping import SHAPINGS, available_shapings, centred_ranks, get_shaping, register_shaping
 
 __all__ = [
+    "ES",
+    "SHAPINGS",
     "HEBBIAN_DEFAULTS",
     "VSML_DEFAULTS",
     "EvolutionStrategy",

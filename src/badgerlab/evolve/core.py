@@ -10,7 +10,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from badgerlab.registry import Registry
+
 __all__ = [
+    "ES",
     "EvolutionStrategy",
     "available_es",
     "get_es",
@@ -47,30 +50,24 @@ class EvolutionStrategy:
     description: str = field(default="", compare=False)
 
 
-_REGISTRY: dict[str, EvolutionStrategy] = {}
+ES: Registry[EvolutionStrategy] = Registry("es")
 
 
 def register_es(es: EvolutionStrategy, *, overwrite: bool = False) -> EvolutionStrategy:
     """Add ``es`` to the registry under ``es.name`` and return it."""
     if not isinstance(es, EvolutionStrategy):
         raise TypeError(f"es must be an EvolutionStrategy, got {type(es).__name__}")
-    if es.name in _REGISTRY and not overwrite:
-        raise ValueError(f"es name {es.name!r} is already registered")
-    _REGISTRY[es.name] = es
-    return es
+    return ES.register(es.name, es, overwrite=overwrite)
 
 
 def get_es(name: str) -> EvolutionStrategy:
     """The registered algorithm called ``name`` (see ``available_es()``)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown es {name!r}; choose one of {sorted(_REGISTRY)}") from None
+    return ES.get(name)
 
 
 def available_es() -> list[str]:
     """Names of every registered algorithm, sorted."""
-    return sorted(_REGISTRY)
+    return ES.names()
 
 
 def _is_namedtuple(obj: Any) -> bool:

@@ -7,7 +7,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["available_shapings", "centred_ranks", "get_shaping", "no_shaping", "register_shaping"]
+from badgerlab.registry import Registry
+
+__all__ = [
+    "SHAPINGS",
+    "available_shapings",
+    "centred_ranks",
+    "get_shaping",
+    "no_shaping",
+    "register_shaping",
+]
 
 Shaping = Callable[[Tensor], Tensor]
 
@@ -47,27 +56,23 @@ def centred_ranks(u: Tensor) -> Tensor:
     return torch.where(std > 0, r / torch.where(std > 0, std, torch.ones_like(std)), 0.0 * r)
 
 
-_SHAPINGS: dict[str, Shaping] = {"none": no_shaping, "centred_ranks": centred_ranks}
+SHAPINGS: Registry[Shaping] = Registry("shaping")
+SHAPINGS.register("none", no_shaping)
+SHAPINGS.register("centred_ranks", centred_ranks)
 
 
 def register_shaping(name: str, fn: Shaping, *, overwrite: bool = False) -> Shaping:
     """Register ``fn(u (P,)) -> weights (P,)`` under ``name``; higher utility must mean better."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if name in _SHAPINGS and not overwrite:
-        raise ValueError(f"shaping {name!r} is already registered")
-    _SHAPINGS[name] = fn
-    return fn
+    return SHAPINGS.register(name, fn, overwrite=overwrite)
 
 
 def get_shaping(name: str) -> Shaping:
     """The shaping registered as ``name`` (``"none"``, ``"centred_ranks"``, ...)."""
-    try:
-        return _SHAPINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown shaping {name!r}; choose one of {sorted(_SHAPINGS)}") from None
+    return SHAPINGS.get(name)
 
 
 def available_shapings() -> list[str]:
     """Names of every registered shaping, sorted."""
-    return sorted(_SHAPINGS)
+    return SHAPINGS.names()
