@@ -50,3 +50,21 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("BADGERLAB_CACHE", str(cache))
     return cache
+
+
+_SMOKE_RECORDS: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def smoke_record(tmp_path_factory):
+    """`smoke_record(name)`: one uninterrupted smoke run per experiment, shared by the tests
+    that check its claims and the one that compares a killed-and-resumed run with it."""
+    from badgerlab.runner import execute
+
+    def _get(name: str):
+        if name not in _SMOKE_RECORDS:
+            out = tmp_path_factory.mktemp(f"smoke-{name}")
+            _SMOKE_RECORDS[name] = execute(name, scale="smoke", out=out, quiet=True)
+        return _SMOKE_RECORDS[name]
+
+    return _get

@@ -8,7 +8,6 @@ import typing
 import pytest
 
 from badgerlab.experiments import registry
-from badgerlab.runner import execute
 from badgerlab.runs import OPS, STATUSES
 
 NAMES = sorted(registry())
@@ -52,8 +51,8 @@ def test_every_config_field_is_described_and_bounded(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_smoke_run_has_well_formed_claims(name, tmp_path):
-    rec = execute(name, scale="smoke", out=tmp_path, quiet=True)
+def test_smoke_run_has_well_formed_claims(name, smoke_record):
+    rec = smoke_record(name)
     assert rec.finished
     claims = rec.claims
     assert claims, f"{name} made no claims"
@@ -62,12 +61,33 @@ def test_smoke_run_has_well_formed_claims(name, tmp_path):
     for c in claims:
         assert KEYS <= set(c), c
         assert c["op"] in OPS and c["status"] in STATUSES
-        if c["status"] in ("pass", "fail", "info"):
+        assert c["status"] != "inconclusive" or c["requires"], c
+        if c["status"] in ("pass", "fail", "info", "smoke"):
             assert isinstance(c["measured"], (int, float)) and math.isfinite(c["measured"])
             assert c["n_seeds"] >= 1
         if c["op"] != "info":
             thr = c["threshold"]
             assert isinstance(thr, (int, float)) or (isinstance(thr, dict) and thr["ref"] in ids)
+    assert all(c["status"] != "pass" and c["status"] != "fail" for c in claims), (
+        "smoke scale records claims without judging them"
+    )
     assert rec.summary["plots"], f"{name} saved no plot"
     for plot in rec.summary["plots"]:
         assert (rec.dir / plot).stat().st_size > 1000
+        assert len(rec.summary["captions"][plot]) > 20, f"{name}: {plot} has no caption"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_device_is_never_silently_ignored(name):
+    import torch
+
+    from badgerlab.experiment import ConfigError
+
+    exp = registry()[name]
+    assert set(exp.devices) <= {"cpu", "cuda"} and "cpu" in exp.devices
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device='cuda:7'"):
+            exp.config("smoke", {"device": "cuda:7"})
+    if "cuda" not in exp.devices:
+        with pytest.raises(ConfigError, match="runs on cpu only"):
+            exp.config("smoke", {"device": "cuda"})
