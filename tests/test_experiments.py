@@ -74,7 +74,8 @@ def test_smoke_run_has_well_formed_claims(name, smoke_record):
     assert rec.summary["plots"], f"{name} saved no plot"
     for plot in rec.summary["plots"]:
         assert (rec.dir / plot).stat().st_size > 1000
-        assert len(rec.summary["captions"][plot]) > 20, f"{name}: {plot} has no caption"
+        if registry()[name].run is None:  # on the train/plots/claims skeleton
+            assert len(rec.summary["captions"][plot]) > 20, f"{name}: {plot} has no caption"
 
 
 @pytest.mark.parametrize("name", NAMES)
