@@ -55,12 +55,13 @@ def test_resume_after_crash_gives_identical_results(
 def test_claims_of_deq_mnist_smoke(tmp_path):
     rec = execute("deq-mnist", scale="smoke", out=tmp_path)
     claims = {c["id"]: c for c in rec.claims}
-    # memory is measured, not trained: these two hold at every scale
-    assert claims["memory-deq-32-over-8"]["status"] == "pass"
+    # memory is measured, not trained: these two hold at every scale (smoke records the
+    # judgement it would make without making it)
+    for cid in ("memory-deq-32-over-8", "memory-unrolled-32-over-8"):
+        assert claims[cid]["status"] == "smoke" and "would be pass" in claims[cid]["note"]
     assert claims["memory-deq-32-over-8"]["measured"] == 1.0
-    assert claims["memory-unrolled-32-over-8"]["status"] == "pass"
     for cid in ("deq-minus-unrolled-accuracy", "anderson-steps", "jacreg-anderson-steps"):
-        assert claims[cid]["status"] in ("pass", "fail")
+        assert claims[cid]["status"] == "smoke"
 
 
 def test_make_shapes():

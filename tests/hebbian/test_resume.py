@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from badgerlab.runner import execute
 from badgerlab.hebbian import train
+from badgerlab.runner import execute
 
 
 def test_interrupted_run_resumes_to_identical_claims(tmp_path, monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from badgerlab.runner import execute
 from badgerlab.experiments import vsml_from_scratch as fs
+from badgerlab.runner import execute
 from badgerlab.runs import Run
 from badgerlab.vsml.model import VSMLConfig, episode, params_from_tensors
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 from pydantic import Field, model_validator
@@ -21,7 +23,7 @@ from badgerlab.learned import (
 )
 from badgerlab.runs import Claim, RunLike, condition
 
-PositiveStd = float
+PriorStd = Annotated[float, Field(gt=0.0, le=100.0)]
 
 
 class Config(ExperimentConfig):
@@ -29,7 +31,7 @@ class Config(ExperimentConfig):
     lifetimes: list[Count] = Field(
         [2, 10, 50], min_length=2, max_length=8, description="lifetimes T of the grid, ascending"
     )
-    prior_stds: list[float] = Field(
+    prior_stds: list[PriorStd] = Field(
         [0.1, 1.0, 3.0], min_length=2, max_length=8,
         description="prior widths sigma_p of the risky arm's mean, ascending",
     )  # fmt: skip
@@ -52,8 +54,6 @@ class Config(ExperimentConfig):
             v = getattr(self, name)
             if list(v) != sorted(set(v)):
                 raise ValueError(f"{name} must be ascending without repeats, got {v}")
-        if min(self.prior_stds) <= 0 or max(self.prior_stds) > 100:
-            raise ValueError(f"prior_stds must lie in (0, 100], got {self.prior_stds}")
         return self
 
     def families(self) -> list[BanditFamily]:
