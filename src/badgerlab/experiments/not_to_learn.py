@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated
 
 import numpy as np
@@ -127,13 +128,17 @@ def _evaluate(cfg: Config, params: dict, families, seed: int) -> dict:
     }
 
 
+# The oracle depends only on the family (a frozen dataclass): solve each once, not per seed.
+_solve = cache(oracle)
+
+
 def _oracle_behaviour(families, mu, noise, lengths, r_d) -> dict:
     C, n, t_max = noise.shape
     actions = torch.zeros(C, n, t_max, dtype=torch.long)
     rewards = torch.zeros(C, n, t_max, dtype=torch.float64)
     expected, first = [], []
     for c, f in enumerate(families):
-        orc = oracle(f)
+        orc = _solve(f)
         a = oracle_actions(orc, mu[c].numpy(), noise[c].numpy())
         actions[c, :, : f.T] = torch.from_numpy(a)
         risky = mu[c, :, None] + f.sigma_r * noise[c, :, : f.T]
