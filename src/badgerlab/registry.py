@@ -53,6 +53,12 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
             ) from None
 
+    def pop(self, name: str) -> T:
+        """Remove and return the entry called `name` (e.g. one a test registered)."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def names(self) -> list[str]:
         """Every registered name, sorted."""
         return sorted(self._entries)

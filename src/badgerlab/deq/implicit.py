@@ -141,7 +141,12 @@ def unrolled_solve(
 
 
 def jacobian_frobenius(
-    fz: Tensor, z: Tensor, *, samples: int = 1, create_graph: bool = True
+    fz: Tensor,
+    z: Tensor,
+    *,
+    samples: int = 1,
+    create_graph: bool = True,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Hutchinson estimate of ‖∂f/∂z‖²_F per sample (Bai, Koltun & Kolter, arXiv:2106.14342).
 
@@ -153,6 +158,7 @@ def jacobian_frobenius(
         z: (B, ...) the point it was evaluated at (requires grad).
         samples: number of probe vectors averaged.
         create_graph: keep the graph so the estimate can be minimised.
+        generator: draws the probes ε (the global generator when None).
 
     Returns:
         (B,) estimate.
@@ -161,7 +167,7 @@ def jacobian_frobenius(
         raise ValueError(f"samples must be a positive integer, got {samples}")
     total = fz.new_zeros(fz.shape[0])
     for i in range(samples):
-        eps = torch.randn_like(fz)
+        eps = _probe(fz, generator)
         (vj,) = torch.autograd.grad(
             fz, z, eps, create_graph=create_graph, retain_graph=create_graph or i < samples - 1
         )
@@ -169,7 +175,16 @@ def jacobian_frobenius(
     return total / samples
 
 
-def spectral_radius(fz: Tensor, z: Tensor, *, iters: int = 30) -> Tensor:
+def _probe(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    if generator is None:
+        return torch.randn_like(like)
+    out = torch.randn(like.shape, generator=generator, dtype=like.dtype)
+    return out.to(like.device)
+
+
+def spectral_radius(
+    fz: Tensor, z: Tensor, *, iters: int = 30, generator: torch.Generator | None = None
+) -> Tensor:
     """Power-method estimate of the spectral radius ρ(∂f/∂z) per sample.
 
     v ← vᵀJ / ‖vᵀJ‖ converges to the dominant left eigenvector when one eigenvalue has the
@@ -180,13 +195,14 @@ def spectral_radius(fz: Tensor, z: Tensor, *, iters: int = 30) -> Tensor:
         fz: (B, ...) f(z), with a graph to `z`.
         z: (B, ...) the point (requires grad).
         iters: power iterations (VJPs).
+        generator: draws the starting vector (the global generator when None).
 
     Returns:
         (B,) estimate of ρ.
     """
     if int(iters) != iters or iters < 1:
         raise ValueError(f"iters must be a positive integer, got {iters}")
-    v = torch.randn_like(fz)
+    v = _probe(fz, generator)
     v = v / v.reshape(len(v), -1).norm(dim=1).reshape(-1, *[1] * (v.dim() - 1))
     rho = fz.new_zeros(fz.shape[0])
     for _ in range(iters):

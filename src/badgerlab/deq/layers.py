@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 def _check_options(solver: str, options: dict[str, Any], field: str) -> None:
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r} ({field})")
+        raise ValueError(
+            f"unknown solver {solver!r} ({field}); choose one of: {', '.join(SOLVERS)}"
+        )
     params = inspect.signature(get_solver(solver)).parameters
     known = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY}
     known -= {"tol", "max_steps", "early_stop"}

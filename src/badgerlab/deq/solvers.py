@@ -8,6 +8,8 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from badgerlab.registry import Registry
+
 __all__ = [
     "SOLVERS",
     "Solver",
@@ -312,22 +314,22 @@ def broyden(
     return tr.result(shape)
 
 
-SOLVERS: dict[str, Solver] = {
-    "fixed_point": fixed_point,
-    "anderson": anderson,
-    "broyden": broyden,
-}
+SOLVERS: Registry[Solver] = Registry("solver")
+SOLVERS.register("fixed_point", fixed_point)
+SOLVERS.register("anderson", anderson)
+SOLVERS.register("broyden", broyden)
 
 
 def get_solver(name: str) -> Solver:
-    """The solver registered under `name`."""
-    if name not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {name!r}")
-    return SOLVERS[name]
+    """The solver registered under `name` (a `ValueError` listing the choices otherwise)."""
+    return SOLVERS.get(name)
 
 
-def register_solver(name: str, solver: Solver) -> None:
-    """Add a solver `solver(f, z0, *, tol, max_steps, early_stop, **opts) -> (z*, stats)`."""
+def register_solver(name: str, solver: Solver, *, overwrite: bool = False) -> None:
+    """Add a solver `solver(f, z0, *, tol, max_steps, early_stop, **opts) -> (z*, stats)`.
+
+    Once registered it can be chosen by name, e.g. `--set solver=NAME` in `deq-mnist`.
+    """
     if not callable(solver):
         raise TypeError(f"solver must be callable, got {type(solver).__name__}")
-    SOLVERS[name] = solver
+    SOLVERS.register(name, solver, overwrite=overwrite)
