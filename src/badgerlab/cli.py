@@ -293,8 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     except usage as err:
         print(f"error: {err.format_message()}".replace("\n", " "), file=sys.stderr)
         return 2
-    except (click.exceptions.Abort, typer.Abort):
-        print("error: aborted", file=sys.stderr)
+    except (click.exceptions.Abort, typer.Abort) as err:
+        # click turns both Ctrl-C and a stray EOFError into Abort; only the first is the user's
+        if isinstance(err.__cause__, EOFError):
+            traceback.print_exception(err.__cause__)
+            return 1
+        print(f"interrupted: {_resume_hint(argv)}", file=sys.stderr)
         return 130
     except (click.exceptions.Exit, typer.Exit) as err:
         return int(err.exit_code)

@@ -140,6 +140,7 @@ class Server:
     drop_first: set[str] = field(default_factory=set)
     ranges: bool = False
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
     url: str = ""
 
 
@@ -157,6 +158,12 @@ def server() -> Iterator[Server]:
             with lock:
                 state.requests.append((self.path, rng))
                 first = sum(p == self.path for p, _ in state.requests) == 1
+            if self.path in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = state.files.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -558,3 +565,122 @@ def test_cli_datasets_download_fetches_into_the_cache(
     assert main(["datasets", "--download", "fashion_mnist"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "fashion" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile servers and archives
+
+
+def test_redirects_follow_http_to_http_and_refuse_other_schemes(
+    server: Server, tmp_path: Path
+) -> None:
+    arrays = mnist_like(7)
+    src = idx_source("mnist", "mnist", arrays, of="payload")
+    files = serve_idx(arrays, "mnist")
+    first, *rest = src.files
+    # The first file moves to another path of the same (http) server: followed.
+    server.files[f"/moved/{first}"] = files[f"/{first}"]
+    server.redirects[f"/{first}"] = f"{server.url}/moved/{first}"
+    server.files.update({f"/{r}": files[f"/{r}"] for r in rest})
+    fetch_fast("mnist", tmp_path, base_url=server.url, sources={"mnist": src})
+    assert verify("mnist", tmp_path, sources={"mnist": src})
+
+    # A redirect to ftp:// or file:// is refused, named, and installs nothing.
+    for target in ("ftp://127.0.0.1/x.gz", f"file://{tmp_path}/elsewhere.gz"):
+        server.redirects[f"/{first}"] = target
+        root = tmp_path / target[:3]
+        with pytest.raises(DownloadError, match=r"refused a redirect .*-> (ftp|file)"):
+            fetch_fast("mnist", root, base_url=server.url, sources={"mnist": src})
+        assert not root.exists() or leftovers(root) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "allowed"),
+    [
+        ("https://a.example/f", "https://b.example/f", True),
+        ("https://a.example/f", "http://b.example/f", False),
+        ("https://a.example/f", "ftp://b.example/f", False),
+        ("http://127.0.0.1/f", "https://b.example/f", True),
+        ("http://127.0.0.1/f", "http://127.0.0.1/g", True),
+        ("http://127.0.0.1/f", "file:///etc/passwd", False),
+    ],
+)
+def test_redirect_policy_table(old: str, new: str, allowed: bool) -> None:
+    import urllib.request
+
+    handler = dl._RedirectPolicy()
+    req = urllib.request.Request(old)
+    if allowed:
+        assert handler.redirect_request(req, None, 302, "Found", {}, new).full_url == new
+    else:
+        with pytest.raises(dl.RefusedRedirect, match="refused a redirect"):
+            handler.redirect_request(req, None, 302, "Found", {}, new)
+
+
+def _hostile_tar(payload: bytes) -> bytes:
+    """A tar whose wanted member is a symlink to /etc/passwd, beside members aimed outside."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name in ("../../escaped.bin", "/tmp/badgerlab-absolute.bin"):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+        link = tarfile.TarInfo("data/wanted.bin")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tf.addfile(link)
+    return buf.getvalue()
+
+
+def _hostile_zip(payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../../escaped.bin", payload)
+        zf.writestr("/tmp/badgerlab-absolute.bin", payload)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_hostile_archive_writes_nothing_outside_its_destination(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    archive = _hostile_tar(b"evil") if kind == "tar" else _hostile_zip(b"evil")
+    src = Source(
+        "hostile",
+        "hostile",
+        (
+            Download(
+                f"hostile/archive.{kind}",
+                ("https://example.invalid/a",),
+                f"md5:{md5(archive)}",
+                extract={"data/wanted.bin": "hostile/wanted.bin"},
+            ),
+        ),
+        {"train": ("hostile/wanted.bin",), "test": ("hostile/wanted.bin",)},
+        verified=False,
+    )
+    server.files[f"/hostile/archive.{kind}"] = archive
+    cache = tmp_path / "a" / "b" / "cache"
+    cache.mkdir(parents=True)
+    with pytest.raises(DownloadError, match="no (file )?member 'data/wanted.bin'"):
+        fetch_fast("hostile", cache, base_url=server.url, sources={"hostile": src})
+    outside = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert outside == [] and not Path("/tmp/badgerlab-absolute.bin").exists()
+
+
+@pytest.mark.parametrize("rel", ["../x.gz", "/etc/x.gz", "a/../../x.gz", "a//x.gz", ""])
+def test_install_paths_must_stay_inside_the_cache(rel: str) -> None:
+    with pytest.raises(ValueError, match="install path must be relative"):
+        Download(rel, ("https://example.invalid/x",), "md5:00")
+    with pytest.raises(ValueError, match="install path must be relative"):
+        Download("ok/a.zip", ("https://example.invalid/x",), "md5:00", extract={"m": rel})
+
+
+@pytest.mark.parametrize("mirror", ["ht!tp://::bad", "ftp://127.0.0.1/", "127.0.0.1:8000"])
+def test_bad_mirror_is_one_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: str
+) -> None:
+    monkeypatch.setenv("BADGERLAB_MIRROR", mirror)
+    src = idx_source("mnist", "mnist", mnist_like(0), of="payload")
+    with pytest.raises(DownloadError, match="is not an http://, https:// or file:// URL"):
+        fetch_fast("mnist", tmp_path, sources={"mnist": src})

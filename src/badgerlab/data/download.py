@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -92,6 +93,15 @@ class Download:
             )
         if self.of not in ("file", "payload"):
             raise ValueError(f"of must be 'file' or 'payload', got {self.of!r}")
+        for where in (self.path, *(self.extract or {}).values()):
+            _check_relative(where)
+
+
+def _check_relative(rel: str) -> None:
+    """Install paths stay inside the cache: relative, forward slashes, no `..` parts."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"install path must be relative inside the cache, got {rel!r}")
 
 
 @dataclass(frozen=True)
@@ -389,6 +399,45 @@ class _Truncated(OSError):
     """The connection closed before Content-Length bytes arrived."""
 
 
+class RefusedRedirect(urllib.error.URLError):
+    """A server redirected a download to a scheme the policy does not follow."""
+
+
+# Which schemes a redirect may lead to, by the scheme of the URL that redirected: https only
+# to https (a downgrade would drop the transport's integrity), plain http (a user's own
+# mirror) to http or https; never to ftp, file or anything else.
+REDIRECTS = {"https": frozenset({"https"}), "http": frozenset({"http", "https"})}
+
+
+def _check_redirect(old_url: str, new_url: str) -> None:
+    old = urllib.parse.urlsplit(old_url).scheme.lower()
+    new = urllib.parse.urlsplit(new_url).scheme.lower()
+    if new not in REDIRECTS.get(old, frozenset()):
+        raise RefusedRedirect(
+            f"refused a redirect from {old_url} to {new_url} ({old} -> {new}): "
+            "downloads follow https -> https and http -> http/https only"
+        )
+
+
+class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001
+        # Checked here, before urllib's own scheme filter, so every refusal reads the same.
+        location = headers.get("Location") or headers.get("URI")
+        if location:
+            _check_redirect(req.full_url, urllib.parse.urljoin(req.full_url, location))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        _check_redirect(req.full_url, newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_RedirectPolicy)
+_MIRROR_SCHEMES = ("http", "https", "file")
+
+
 def _unreachable(err: BaseException) -> bool:
     """Errors that retrying the same URL cannot fix: refused connection, unknown host."""
     reason = err.reason if isinstance(err, urllib.error.URLError) else err
@@ -396,6 +445,8 @@ def _unreachable(err: BaseException) -> bool:
 
 
 def _transient(err: BaseException) -> bool:
+    if isinstance(err, RefusedRedirect):
+        return False
     if isinstance(err, urllib.error.HTTPError):
         return err.code >= 500 or err.code in (408, 429)
     return not _unreachable(err)
@@ -411,7 +462,7 @@ def _stream(
     if have:
         headers["Range"] = f"bytes={have}-"
     req = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with _OPENER.open(req, timeout=timeout) as resp:
         resumed = (
             have
             and resp.status == 206
@@ -443,6 +494,8 @@ def _urls(d: Download, base_url: str | None) -> tuple[str, ...]:
 
 def _offline_message(rel: str, failures: list[tuple[str, str]]) -> str:
     tried = "; ".join(f"{url} ({why})" for url, why in failures)
+    if all(why.startswith("refused a redirect") for _, why in failures):
+        return f"could not download {rel}: {tried}"
     return (
         f"could not download {rel}: {tried}. `--download` needs network access; on a machine "
         f"without it, copy the files to a folder laid out as <folder>/{rel} and point "
@@ -542,6 +595,8 @@ def _attempts(
         except (OSError, http.client.HTTPException) as err:
             if isinstance(err, urllib.error.HTTPError):
                 why = f"HTTP {err.code} {err.reason}"
+            elif isinstance(err, RefusedRedirect):
+                why = str(err.reason)
             else:
                 why = f"{type(err).__name__}: {getattr(err, 'reason', None) or err}"
             if attempt == retries or not _transient(err):
@@ -644,6 +699,11 @@ def fetch(
     root = Path(cache).expanduser()
     if base_url is None:
         base_url = os.environ.get("BADGERLAB_MIRROR") or None
+    if base_url is not None and urllib.parse.urlsplit(base_url).scheme not in _MIRROR_SCHEMES:
+        raise DownloadError(
+            f"mirror {base_url!r} (BADGERLAB_MIRROR or base_url) is not an http://, https:// "
+            "or file:// URL"
+        )
     opts = dict(
         base_url=base_url, progress=progress, retries=retries, timeout=timeout, backoff=backoff
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,14 @@ def read_idx(path: Path, *, sha256: str | None = None) -> np.ndarray:
     """Read a `.gz` or raw IDX file; with `sha256`, verify the decompressed payload first."""
     path = Path(path)
     raw = path.read_bytes()
-    payload = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    try:
+        payload = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (EOFError, OSError, zlib.error) as err:
+        want = f"; its payload should have sha256 {sha256}" if sha256 else ""
+        raise ValueError(
+            f"{path} is corrupt: cannot be decompressed ({err}){want}. Delete it and copy or "
+            "download it again"
+        ) from None
     if sha256 is not None:
         got = hashlib.sha256(payload).hexdigest()
         if got != sha256:
