@@ -326,3 +326,11 @@ def test_report_renders_in_headless_chromium(tmp_path, monkeypatch):
     assert errors == []
     w, h = _png_size(shot)
     assert w == 1280 and h > 900
+
+
+def test_a_single_run_folder_is_refused_with_the_root_to_use(tmp_path):
+    run = tmp_path / "online-learners" / "20260101T000000Z-s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="is one run folder; give the root"):
+        write_report(run)

@@ -213,11 +213,23 @@ def reproduce_cmd(
 def report_cmd(
     runs_dir: Annotated[Path, typer.Argument(help="root folder of run records")] = Path("runs"),
 ) -> None:
-    """Write report.md and a self-contained report.html from the newest finished runs."""
-    from badgerlab.report import write_report
+    """Write report.md and a self-contained report.html from the newest finished runs.
+
+    Run folders whose summary.json is malformed are listed in the report as unreadable, and
+    the command then exits 2 naming the first of them, so a script notices.
+    """
+    from badgerlab.report import scan_runs, write_report
+    from badgerlab.runs import RunError
 
     path = write_report(runs_dir)
     typer.echo(str(path.resolve()))
+    _, unreadable = scan_runs(runs_dir)
+    if unreadable:
+        first, why = unreadable[0]
+        raise RunError(
+            f"{len(unreadable)} run folder(s) unreadable, left out of the report (listed in "
+            f"it): {str(first)!r}: {why}"
+        )
 
 
 @app.command("datasets")
@@ -309,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         if err.errno != errno.ENOSPC:
             traceback.print_exc()
             return 1
-        where = err.filename or "the run folder"
+        from badgerlab.runs import Run
+
+        where = err.filename or Run.last_opened() or "the run folder"
         print(f"error: no space left on device writing {where}; {_resume_hint(argv)}",
               file=sys.stderr)  # fmt: skip
         return 1

@@ -537,6 +537,11 @@ def write_report(root: str | Path) -> Path:
 
     root = Path(root)
     check_output_root(root, create=False)
+    if (root / "config.json").is_file() or (root / "summary.json").is_file():
+        raise RunError(
+            f"{str(root)!r} is one run folder; give the root the runs were written under "
+            f"(here {str(root.parent.parent)!r})"
+        )
     runs, unreadable = scan_runs(root)
     exps = registry()
     extras = _extras(

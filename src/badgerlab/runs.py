@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from badgerlab.errors import UserError
 
@@ -63,9 +64,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # e.g. ENOSPC from write()
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -787,14 +790,9 @@ class Run:
         # A fresh file name every save: the JSON on disk always names a complete tensor file,
         # even when a step is saved twice and the process dies between the two writes.
         name = f"ckpt-{int(step)}-{uuid.uuid4().hex[:12]}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=ck, prefix=".ckpt.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tens, tmp)
-            os.replace(tmp, ck / name)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        # Serialised in memory and written by Python, so a full disk is a plain OSError
+        # (ENOSPC) naming the file, not an opaque error from the safetensors writer.
+        atomic_write_bytes(ck / name, save_tensors(tens))
         body = {
             "step": int(step),
             "experiment": self.experiment,
