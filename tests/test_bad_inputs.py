@@ -326,3 +326,21 @@ def test_second_process_on_a_run_folder_is_refused_until_the_first_dies(runs, tm
         holder.kill()  # SIGKILL: the kernel drops the lock, no stale lock file blocks resume
         holder.wait()
     assert main(["run", "online-learners", "--resume", str(run), "--quiet"]) == 0
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path):
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "badgerlab", "run", "deq-mnist", "--scale", "smoke"]
+    cmd += ["--set", "epochs=400", "--quiet", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("deq-mnist/*/checkpoints/ckpt.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    (run,) = (tmp_path / "deq-mnist").iterdir()
+    assert proc.returncode == 130, err
+    assert err.strip() == f"interrupted: continue with: badgerlab run deq-mnist --resume {run}"

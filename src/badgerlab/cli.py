@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - a crash: show the traceback, exit 1
         traceback.print_exc()
         return 1
+    if code == 130:  # typer turns Ctrl-C into Exit(130) and, unless standalone, returns it
+        print(f"interrupted: {_resume_hint(argv)}", file=sys.stderr)
     return code if isinstance(code, int) else 0
 
 
