@@ -9,6 +9,7 @@ servers and archives are in tests/data/test_download.py.)
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import pickle
@@ -173,6 +174,22 @@ def _out_cases(tmp_path: Path, good_run: Path) -> dict[str, tuple[list[str], str
             [*smoke, "--set", "device=tpu", "--out", str(tmp_path / "r")],
             "tpu",
         ),
+        "scale-through-set": (
+            [*smoke, "--set", "scale=paper", "--out", str(tmp_path / "r")],
+            "scale",
+        ),
+        "tensorboard-missing": (
+            [*smoke, "--set", "tensorboard=true", "--out", str(tmp_path / "r")],
+            "tensorboard",
+        ),
+        "resume-with-scale": (
+            ["run", "online-learners", "--resume", str(good_run), "--scale", "quick"],
+            "--scale",
+        ),
+        "resume-with-config": (
+            ["run", "online-learners", "--resume", str(good_run), "--config", str(afile)],
+            "--config",
+        ),
     }
 
 
@@ -187,11 +204,17 @@ CASE_NAMES = [
     "registry-name",
     "cross-field",
     "device-not-supported",
+    "scale-through-set",
+    "tensorboard-missing",
+    "resume-with-scale",
+    "resume-with-config",
 ]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_bad_output_report_and_config_inputs(case, runs, tmp_path, capsys):
+    if case == "tensorboard-missing" and importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
     args, needle = _out_cases(tmp_path, runs["online-learners"])[case]
     err = _one_line_exit_2(args, capsys)
     assert needle in err
@@ -344,3 +367,15 @@ def test_ctrl_c_prints_the_resume_command(tmp_path):
     (run,) = (tmp_path / "deq-mnist").iterdir()
     assert proc.returncode == 130, err
     assert err.strip() == f"interrupted: continue with: badgerlab run deq-mnist --resume {run}"
+
+
+def test_run_folders_made_in_the_same_second_never_clash(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from badgerlab import runs as runs_module
+    from badgerlab.runs import Run
+
+    monkeypatch.setattr(runs_module, "_utc_stamp", lambda: "20260101T000000Z")
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: Run.new_dir("x", 0, out=tmp_path), range(40)))
+    assert len(set(made)) == 40 and all((p / "checkpoints").is_dir() for p in made)
