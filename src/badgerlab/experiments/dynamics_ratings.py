@@ -18,7 +18,7 @@ from badgerlab.dynamics.ratings import (
     omega,
 )
 from badgerlab.experiment import Experiment, ExperimentConfig
-from badgerlab.runs import Claim, Run
+from badgerlab.runs import Claim, RunLike
 
 
 class Config(ExperimentConfig):
@@ -96,29 +96,33 @@ def _copies(P: np.ndarray) -> dict[str, float]:
     }
 
 
-def run(cfg: Config, run: Run) -> list[Claim]:
-    ckpt = run.load_checkpoint()
-    rows: list[dict] = ckpt.state["rows"] if ckpt else []
-    with run.progress(cfg.seeds, "ratings", completed=len(rows)) as bar:
-        for i in range(len(rows), cfg.seeds):
-            seed = cfg.seed + i
-            gen = torch.Generator().manual_seed(seed)
-            disc = _disc_population(cfg.agents, gen)
-            rps = _rps_population(cfg, gen)
-            row = {"seed": seed}
-            row.update({f"disc_{k}": v for k, v in _prediction_errors(cfg, disc, seed).items()})
-            row.update({f"rps_{k}": v for k, v in _prediction_errors(cfg, rps, seed).items()})
-            row.update(_copies(rps))
-            row["disc_nash_copy_dev"] = _copies(disc)["nash_copy_dev"]
-            rows.append(row)
-            run.log(i, **row)
-            bar.update(1, disc_elo=row["disc_elo_mae"], disc_melo=row["disc_melo_mae"])
-            run.save_checkpoint(i, state={"rows": rows})
+def _seed_row(cfg: Config, seed: int) -> dict[str, float]:
+    gen = torch.Generator().manual_seed(seed)
+    disc = _disc_population(cfg.agents, gen)
+    rps = _rps_population(cfg, gen)
+    row: dict = {"seed": seed}
+    row.update({f"disc_{k}": v for k, v in _prediction_errors(cfg, disc, seed).items()})
+    row.update({f"rps_{k}": v for k, v in _prediction_errors(cfg, rps, seed).items()})
+    row.update(_copies(rps))
+    row["disc_nash_copy_dev"] = _copies(disc)["nash_copy_dev"]
+    return row
+
+
+def train(cfg: Config, run: RunLike) -> dict:
+    """One unit per seed: fresh populations of both games, rated and copied."""
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    for unit in run.units([f"seed{s}" for s in seeds], description="ratings"):
+        row = _seed_row(cfg, seeds[unit.index])
+        run.log(unit.index, **row)
+        unit.finish(row)
+    return {"rows": [run.results[f"seed{s}"] for s in seeds]}
+
+
+def plots(cfg: Config, results: dict, run: RunLike) -> None:
+    import matplotlib.pyplot as plt
 
     def col(k: str) -> list[float]:
-        return [r[k] for r in rows]
-
-    import matplotlib.pyplot as plt
+        return [r[k] for r in results["rows"]]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     names = ["disc game", "RPS-like"]
@@ -130,7 +134,18 @@ def run(cfg: Config, run: Run) -> list[Claim]:
     ax.set_ylabel("mean |predicted - true| win probability")
     ax.set_title(f"{cfg.agents} agents, {cfg.games} games per pair")
     ax.legend()
-    run.save_figure(fig, "prediction_error")
+    run.save_figure(
+        fig,
+        "prediction_error",
+        caption="Error of the win probabilities Elo and mElo_2 predict from sampled games, on "
+        "the disc game and the RPS-like population (mean ± std over seeds): look for mElo_2's "
+        "bars far below Elo's where the game is cyclic.",
+    )
+
+
+def claims(cfg: Config, results: dict) -> list[Claim]:
+    def col(k: str) -> list[float]:
+        return [r[k] for r in results["rows"]]
 
     ratio = [m / e for m, e in zip(col("disc_melo_mae"), col("disc_elo_mae"), strict=True)]
     return [
@@ -199,7 +214,9 @@ EXPERIMENT = Experiment(
     "averaging when a copy of an agent joins the population.",
     minutes={"smoke": 0.1, "quick": 1},
     Config=Config,
-    run=run,
+    train=train,
+    plots=plots,
+    claims=claims,
     scales={
         "smoke": {"seeds": 1, "agents": 12, "games": 10, "melo_steps": 100},
         "paper": {"seeds": 10, "agents": 100, "games": 50},
