@@ -31,6 +31,7 @@ from badgerlab.dynamics.alpharank import alpharank
 from badgerlab.dynamics.games import FunctionalGame, check_antisymmetric
 from badgerlab.dynamics.metrics import effective_diversity
 from badgerlab.dynamics.nash import solve_zero_sum
+from badgerlab.registry import Registry
 
 __all__ = [
     "META_SOLVERS",
@@ -103,25 +104,24 @@ def alpharank_solver(
     return x, y
 
 
-META_SOLVERS: dict[str, MetaSolver] = {
-    "uniform": uniform_solver,
-    "nash": nash_solver,
-    "prd": projected_replicator_dynamics,
-    "alpharank": alpharank_solver,
-}
+META_SOLVERS: Registry[MetaSolver] = Registry("meta_solver")
+META_SOLVERS.register("uniform", uniform_solver)
+META_SOLVERS.register("nash", nash_solver)
+META_SOLVERS.register("prd", projected_replicator_dynamics)
+META_SOLVERS.register("alpharank", alpharank_solver)
 
 
 def get_meta_solver(name: str) -> MetaSolver:
-    if name not in META_SOLVERS:
-        raise ValueError(f"unknown meta_solver {name!r}; known: {', '.join(sorted(META_SOLVERS))}")
-    return META_SOLVERS[name]
+    """The meta-solver registered under `name` (a `ValueError` listing the choices otherwise)."""
+    return META_SOLVERS.get(name)
 
 
-def register_meta_solver(name: str, fn: MetaSolver) -> None:
-    """Add a meta-solver ``fn(M, symmetric) -> (σ_row, σ_col)`` under ``name``."""
+def register_meta_solver(name: str, fn: MetaSolver, *, overwrite: bool = False) -> None:
+    """Add a meta-solver ``fn(M, symmetric) -> (σ_row, σ_col)`` under ``name``; it can then be
+    chosen by name, e.g. `--set meta_solver=NAME` in `dynamics-psro`."""
     if not callable(fn):
         raise TypeError(f"meta-solver {name!r} must be callable")
-    META_SOLVERS[name] = fn
+    META_SOLVERS.register(name, fn, overwrite=overwrite)
 
 
 RESPONSES = ("self_play", "nash", "rectified", "pipeline")
