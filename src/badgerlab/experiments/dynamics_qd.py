@@ -8,7 +8,7 @@ from pydantic import Field
 from badgerlab.dynamics.games import blotto, blotto_strategies
 from badgerlab.dynamics.qd import PayoffProfileDomain, map_elites, random_search
 from badgerlab.experiment import Experiment, ExperimentConfig
-from badgerlab.runs import Claim, Run
+from badgerlab.runs import Claim, RunLike
 
 
 class Config(ExperimentConfig):
@@ -35,51 +35,55 @@ def _domain(cfg: Config) -> PayoffProfileDomain:
     return PayoffProfileDomain(A, np.full(n, 1.0 / n), refs)
 
 
-def run(cfg: Config, run: Run) -> list[Claim]:
-    domain = _domain(cfg)
-    ckpt = run.load_checkpoint()
-    rows: list[dict] = ckpt.state["rows"] if ckpt else []
-    step = sum(len(r["map_elites"]["coverage"]) for r in rows)
-    with run.progress(cfg.seeds, "map-elites", completed=len(rows)) as bar:
-        for i in range(len(rows), cfg.seeds):
-            seed = cfg.seed + i
-            _, me = map_elites(
-                domain,
-                iterations=cfg.iterations,
-                batch_size=cfg.batch_size,
-                emitters=cfg.emitters,
-                sigma=cfg.sigma,
-                cells=cfg.cells,
-                seed=seed,
-            )
-            # the same number of evaluations per iteration for the baseline
-            _, rs = random_search(
-                domain,
-                iterations=cfg.iterations,
-                batch_size=cfg.batch_size * cfg.emitters,
-                sigma=cfg.random_sigma,
-                cells=cfg.cells,
-                seed=seed,
-            )
-            for it in range(cfg.iterations):
-                run.log(
-                    step,
-                    seed=seed,
-                    iteration=it,
-                    evaluations=me.evaluations[it],
-                    coverage=me.coverage[it],
-                    qd_score=me.qd_score[it],
-                    best=me.best[it],
-                    random_coverage=rs.coverage[it],
-                    random_qd_score=rs.qd_score[it],
-                )
-                step += 1
-            rows.append({"seed": seed, "map_elites": vars(me), "random": vars(rs)})
-            bar.update(1, coverage=me.coverage[-1], qd=me.qd_score[-1])
-            run.save_checkpoint(i, state={"rows": rows})
+def _seed(cfg: Config, domain: PayoffProfileDomain, seed: int) -> tuple[dict, dict]:
+    _, me = map_elites(
+        domain,
+        iterations=cfg.iterations,
+        batch_size=cfg.batch_size,
+        emitters=cfg.emitters,
+        sigma=cfg.sigma,
+        cells=cfg.cells,
+        seed=seed,
+    )
+    # the same number of evaluations per iteration for the baseline
+    _, rs = random_search(
+        domain,
+        iterations=cfg.iterations,
+        batch_size=cfg.batch_size * cfg.emitters,
+        sigma=cfg.random_sigma,
+        cells=cfg.cells,
+        seed=seed,
+    )
+    return vars(me), vars(rs)
 
+
+def train(cfg: Config, run: RunLike) -> dict:
+    """One unit per seed: a MAP-Elites run and a random search with the same evaluations."""
+    domain = _domain(cfg)
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    for unit in run.units([f"seed{s}" for s in seeds], description="map-elites"):
+        seed = seeds[unit.index]
+        me, rs = _seed(cfg, domain, seed)
+        for it in range(cfg.iterations):
+            run.log(
+                unit.index * cfg.iterations + it,
+                seed=seed,
+                iteration=it,
+                evaluations=me["evaluations"][it],
+                coverage=me["coverage"][it],
+                qd_score=me["qd_score"][it],
+                best=me["best"][it],
+                random_coverage=rs["coverage"][it],
+                random_qd_score=rs["qd_score"][it],
+            )
+        unit.finish({"seed": seed, "map_elites": me, "random": rs})
+    return {"rows": [run.results[f"seed{s}"] for s in seeds]}
+
+
+def plots(cfg: Config, results: dict, run: RunLike) -> None:
     import matplotlib.pyplot as plt
 
+    rows = results["rows"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     evals = np.array(rows[0]["map_elites"]["evaluations"])
     for name, key in (("MAP-Elites", "map_elites"), ("random search", "random")):
@@ -93,7 +97,17 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         ax.set_xlabel("evaluations")
         ax.grid(alpha=0.3)
     ax1.legend()
-    run.save_figure(fig, "qd")
+    run.save_figure(
+        fig,
+        "qd",
+        caption="Archive coverage (left) and QD-score (right) against evaluations, MAP-Elites "
+        "and random search with the same budget (mean over seeds): look for MAP-Elites filling "
+        "more cells with better strategies as evaluations grow.",
+    )
+
+
+def claims(cfg: Config, results: dict) -> list[Claim]:
+    rows = results["rows"]
 
     def last(key: str, metric: str) -> list[float]:
         return [r[key][metric][-1] for r in rows]
@@ -136,7 +150,9 @@ EXPERIMENT = Experiment(
     "and QD-score against evaluations, against random search.",
     minutes={"smoke": 0.1, "quick": 1},
     Config=Config,
-    run=run,
+    train=train,
+    plots=plots,
+    claims=claims,
     scales={
         "smoke": {"seeds": 1, "iterations": 15},
         "paper": {"seeds": 10, "iterations": 5000, "cells": 50},
