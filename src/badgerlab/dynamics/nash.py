@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 import scipy.optimize
 import scipy.sparse
 import torch
@@ -20,6 +21,7 @@ from badgerlab.dynamics.games import check_antisymmetric
 
 __all__ = [
     "NashAveraging",
+    "MaxEntropyError",
     "NashEquilibrium",
     "max_entropy_nash",
     "max_entropy_nash_avt",
@@ -123,64 +125,93 @@ def _null_space(K: np.ndarray) -> np.ndarray:
     return Vt[rank:].T  # (n, n - rank)
 
 
+class MaxEntropyError(RuntimeError):
+    """The maximum-entropy point could not be found to the required accuracy."""
+
+
+def _center(
+    x0: np.ndarray, N: np.ndarray, BI: np.ndarray, rI0: np.ndarray, z: np.ndarray, t: float
+) -> np.ndarray:
+    """Damped Newton on ``φ_t(z) = t Σ x log x - Σ log x - Σ log r`` with ``x = x0 + N z``,
+    ``r = rI0 - BI z``; every accepted step keeps ``x > 0`` and ``r > 0``."""
+
+    def phi(z: np.ndarray) -> float:
+        x, r = x0 + N @ z, rI0 - BI @ z
+        if x.min() <= 0 or (len(r) and r.min() <= 0):
+            return np.inf
+        return t * float(x @ np.log(x)) - float(np.log(x).sum()) - float(np.log(r).sum())
+
+    f = phi(z)
+    for _ in range(100):
+        x, r = x0 + N @ z, rI0 - BI @ z
+        g = N.T @ (t * (np.log(x) + 1.0) - 1.0 / x) + BI.T @ (1.0 / r)  # (d,)
+        H = (N.T * (t / x + 1.0 / x**2)) @ N + (BI.T * (1.0 / r**2)) @ BI  # (d, d)
+        try:
+            dz = -scipy.linalg.solve(H, g, assume_a="pos", check_finite=False)
+        except (np.linalg.LinAlgError, ValueError):
+            dz = -np.linalg.lstsq(H, g, rcond=None)[0]
+        decrement = float(-g @ dz)
+        if not np.isfinite(decrement) or decrement / 2 <= 1e-13:
+            break
+        step = 1.0
+        while True:
+            f_new = phi(z + step * dz)
+            if f_new <= f - 0.25 * step * decrement:
+                break
+            step *= 0.5
+            if step < 1e-14:
+                return z  # no descent left at this precision: keep the last feasible point
+        z, f = z + step * dz, f_new
+    return z
+
+
 def max_entropy_point(B: np.ndarray | torch.Tensor, *, gap: float = 1e-11) -> np.ndarray:
     """``argmax_{p ∈ Δ, B p <= 0} H(p)``, the maximum-entropy point of a polytope in the simplex.
 
     One LP (``_faces``) gives the largest support ``S``, the implicit equalities ``E`` and a
     point ``p0`` that is strictly inside every other constraint. On the affine set
-    ``{p_S : B_{E,S} p_S = 0, 1ᵀp_S = 1} = {p0 + N z}`` the maximiser is interior, and a
-    barrier method (Newton steps on ``t·Σ p log p - Σ_{i∉E} log(-(B p)_i)``, ``t -> ∞``)
-    finds it to a duality gap ``gap``. ``B`` is ``(k, n)``; returns ``p`` ``(n,)``.
+    ``{p_S : B_{E,S} p_S = 0, 1ᵀp_S = 1} = {p0 + N z}`` the maximiser is interior (it plays
+    all of ``S``). A barrier method with barriers on both ``p_S > 0`` and the other rows,
+    Newton steps on ``t·Σ p log p - Σ_S log p - Σ_{i∉E} log(-(B p)_i)`` for ``t -> ∞``, finds
+    it to a duality gap ``(|S| + #rows)/t <= gap``; no step ever leaves the interior.
+    ``B`` is ``(k, n)``; returns ``p`` ``(n,)``. Raises ``MaxEntropyError`` when the result is
+    not a probability vector with ``max(B p) <= 1e-9``.
     """
     B = _matrix(B, "B")
     k, n = B.shape
     support, slack, p0 = _faces(B)
     p = np.zeros(n)
     idx = np.flatnonzero(support)
-    x0 = p0[idx]
     BS = B[:, idx]  # (k, |S|)
     K = np.vstack([BS[~slack], np.ones((1, len(idx)))])  # implicit equalities and Σp = 1
     # put p0 exactly on the affine set (the LP meets it only up to its tolerance)
     rhs = np.zeros(K.shape[0])
     rhs[-1] = 1.0
-    x0 = x0 - np.linalg.lstsq(K, K @ x0 - rhs, rcond=None)[0]
+    x0 = p0[idx] - np.linalg.lstsq(K, K @ p0[idx] - rhs, rcond=None)[0]
     N = _null_space(K)  # (|S|, d)
-    if N.shape[1] == 0 or x0.min() <= 0:
-        p[idx] = _clean(x0)
-        return p
     BI = BS[slack] @ N  # (|I|, d): how each slack row moves along the affine set
     rI0 = -(BS[slack] @ x0)  # (|I|,) > 0 slack at p0
-    z = np.zeros(N.shape[1])
-    m_ineq = int(slack.sum())
-    t = 1.0
-
-    def barrier(z: np.ndarray, t: float) -> float:
-        x = x0 + N @ z
-        r = rI0 - BI @ z
-        if x.min() <= 0 or (m_ineq and r.min() <= 0):
-            return np.inf
-        return t * float(x @ np.log(x)) - float(np.log(r).sum())
-
-    while True:
-        for _ in range(200):  # centering by damped Newton
-            x = x0 + N @ z
-            r = rI0 - BI @ z
-            g = t * (N.T @ (np.log(x) + 1.0)) + BI.T @ (1.0 / r)
-            H = t * (N.T * (1.0 / x)) @ N + (BI.T * (1.0 / r**2)) @ BI
-            dz = -np.linalg.solve(H + 1e-14 * np.eye(len(z)), g)
-            decrement = float(-g @ dz)
-            if decrement / 2 <= 1e-12:
+    if N.shape[1] > 0 and x0.min() > 0 and (rI0.size == 0 or rI0.min() > 0):
+        z = np.zeros(N.shape[1])
+        t = 1.0
+        while True:
+            z = _center(x0, N, BI, rI0, z, t)
+            if (len(idx) + len(rI0)) / t < gap:
                 break
-            f, step = barrier(z, t), 1.0
-            while barrier(z + step * dz, t) > f - 0.25 * step * decrement:
-                step *= 0.5
-                if step < 1e-12:
-                    break
-            z = z + step * dz
-        if m_ineq == 0 or m_ineq / t < gap:
-            break
-        t *= 20.0
-    p[idx] = _clean(x0 + N @ z)
+            t *= 10.0
+        x = x0 + N @ z
+    else:
+        x = x0
+    p[idx] = np.clip(x, 0.0, None)
+    total = p.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise MaxEntropyError(f"max-entropy solve produced a non-finite point on B of {B.shape}")
+    p /= total
+    violation = float((B @ p).max())
+    if not np.all(np.isfinite(p)) or violation > 1e-9:
+        raise MaxEntropyError(
+            f"max-entropy point violates B p <= 0 by {violation:.3g} (B of shape {B.shape})"
+        )
     return p
 
 
