@@ -26,7 +26,7 @@ def test_registry_holds_the_family_in_the_reference_order():
     assert get_rule("ABCD_lr").coefficients == ("A", "B", "C", "eta", "D")
     assert get_rule("AD_lr").coefficients == ("A", "D", "eta")
     assert [get_rule(n).size for n in RULE_NAMES] == [1, 2, 3, 3, 4, 4, 5]
-    with pytest.raises(ValueError, match="rule='XYZ'"):
+    with pytest.raises(ValueError, match="Hebbian rule 'XYZ'"):
         get_rule("XYZ")
     with pytest.raises(ValueError, match="already registered"):
         register_rule(HebbianRule("ABCD", ("A", "B", "C", "D")))

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 from pydantic import Field, model_validator
 
 from badgerlab.experiment import Count, Experiment
-from badgerlab.experiments._hebbian import HebbianESConfig
-from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
+from badgerlab.experiments._hebbian import HebbianESConfig, agents, train_policies
+from badgerlab.hebbian import BIBTEX, PAPER, HebbianPolicy
 from badgerlab.hebbian.envs import ANT_LEGS
-from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.tasks import get_task, vector_env
-from badgerlab.hebbian.train import (
-    build_phases,
-    evaluate,
-    scaled_lr,
-    train_phases,
-)
-from badgerlab.runs import Claim, Run
+from badgerlab.hebbian.train import evaluate
+from badgerlab.runs import Claim, RunLike, condition
 
 Leg = Literal["front_left", "front_right", "back_left", "back_right"]
 assert set(Leg.__args__) == set(ANT_LEGS)  # type: ignore[attr-defined]
+#: Fixed before measuring (issue 13): an agent that covers less than this in one episode does
+#: not walk, and a comparison between two such agents says nothing about the paper's claim.
+WALKS = 2.0
 
 
 class Config(HebbianESConfig):
@@ -54,78 +51,80 @@ def _bodies(cfg: Config) -> dict[str, dict[str, float] | None]:
     }
 
 
-def run(cfg: Config, run: Run) -> list[Claim]:
+def train(cfg: Config, run: RunLike) -> dict[str, Any]:
+    """Evolve both agents on the two training bodies per seed, then test them on all three."""
     task = get_task("Ant-v5")
     bodies = _bodies(cfg)
     names = list(bodies)
-    seen, unseen = names[:2], names[2]
-    envs = vector_env(
-        task, cfg.popsize, max_steps=cfg.episode_steps, bodies=[bodies[n] for n in seen]
-    )
     policies = {
         "hebbian": HebbianPolicy(task.spec(cfg.hidden, plastic=True)),
         "static": HebbianPolicy(task.spec(cfg.hidden, plastic=False)),
     }
-    phases = build_phases(
-        policies,
-        envs,
-        seed=cfg.seed,
-        seeds=cfg.seeds,
-        popsize=cfg.popsize,
-        l2=cfg.l2,
-        es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
-        bodies=len(seen),
-    )
-    history = train_phases(
-        run,
-        phases,
-        cfg.generations,
-        description="ES on Ant-v5 bodies",
-        actors=cfg.actors,
-        address=cfg.ray_address,
-        task=task,
-        max_steps=cfg.episode_steps,
-        bodies=[bodies[n] for n in seen],
-    )
-
+    trained = train_policies(
+        cfg, run, task, policies, max_steps=cfg.episode_steps,
+        bodies=[bodies[n] for n in names[:2]], description="ES on Ant-v5 bodies",
+    )  # fmt: skip
     scale = task.return_scale
     dist: dict[str, dict[str, list[float]]] = {k: {n: [] for n in names} for k in policies}
     for body, legs in bodies.items():
         ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps, bodies=[legs])
-        for name, tr in phases:
-            kind, seed = name.split("@")
-            seeds = [30_000 * (int(seed) + 1) + n for n in range(cfg.eval_rollouts)]
-            out = evaluate(tr.policy, tr.center, ev, seeds=seeds)
-            dist[kind][body] += (out.returns * scale).tolist()
+        for name, seed, res in agents(trained):
+            seeds = [30_000 * (seed + 1) + n for n in range(cfg.eval_rollouts)]
+            out = evaluate(policies[name], res["center"], ev, seeds=seeds)
+            dist[name][body] += (out.returns * scale).tolist()
         ev.close()
     for kind in policies:
         run.log(0, agent=kind, **{b: sum(v) / len(v) for b, v in dist[kind].items()})
-    run.save_json("distances", dist)
+    history = {
+        key: [r * scale for r in res["history"]["return_mean"]] for key, res in trained.items()
+    }
+    return {"bodies": names, "distances": dist, "history": history}
 
+
+def plots(cfg: Config, results: dict[str, Any], run: RunLike) -> None:
+    names, dist = results["bodies"], results["distances"]
+    run.save_json("distances", dist)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind in policies:
-        for name, _ in phases:
-            if name.startswith(kind):
-                ax0.plot([m["return_mean"] * scale for m in history[name]], label=name)
+    for key, curve in results["history"].items():
+        ax0.plot(curve, label=key)
+    ax0.axhline(WALKS, color="grey", ls="--", lw=0.8, label=f"walks: {WALKS:g} m")
     ax0.set_xlabel("generation")
     ax0.set_ylabel("population mean distance (m), seen bodies")
     ax0.legend(fontsize="small")
     ax0.grid(alpha=0.3)
     width = 0.38
-    for k, kind in enumerate(policies):
+    for k, kind in enumerate(dist):
         means = [sum(dist[kind][b]) / len(dist[kind][b]) for b in names]
         ax1.bar([i + (k - 0.5) * width for i in range(len(names))], means, width, label=kind)
     ax1.set_xticks(range(len(names)), names, fontsize="small")
     ax1.set_ylabel(f"distance walked (m), {cfg.eval_rollouts} rollouts")
     ax1.legend(fontsize="small")
     ax1.grid(alpha=0.3, axis="y")
-    run.save_figure(fig, "morphology")
+    run.save_figure(
+        fig,
+        "morphology",
+        caption="Left: distance walked per generation on the two training bodies (population "
+        "mean, each agent and seed). Right: final agents on each body, the held-out one last. "
+        f"The comparisons are judged only when the static agent walks ≥ {WALKS:g} m on the "
+        "training bodies.",
+    )
 
+
+def claims(cfg: Config, results: dict[str, Any]) -> list[Claim]:
+    names, dist = results["bodies"], results["distances"]
+    seen, unseen = names[:2], names[2]
+    static_seen = dist["static"][seen[0]] + dist["static"][seen[1]]
+    walks = condition(
+        "static agent's mean distance on the training bodies (m)",
+        sum(static_seen) / len(static_seen),
+        ">=",
+        WALKS,
+    )
     n = f"{cfg.eval_rollouts} rollouts per body" + (
         f" × {cfg.seeds} seeds" if cfg.seeds > 1 else ""
     )
     budget = f"after {cfg.generations} generations of {cfg.popsize}"
-    claims = [
+    return [
         Claim.measure(
             "hebbian-seen",
             f"Hebbian agent's distance walked on the two training bodies ({n}, {budget})",
@@ -134,11 +133,13 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         ),
         Claim.measure(
             "static-seen",
-            f"static >= Hebbian on the training bodies ({n}, {budget})",
-            dist["static"][seen[0]] + dist["static"][seen[1]],
+            f"static >= Hebbian on the training bodies ({n}, {budget}); judged when the static "
+            f"agent walks >= {WALKS:g} m there",
+            static_seen,
             paper="Table 2: static is better on the bodies seen in training",
             op=">=",
             threshold={"ref": "hebbian-seen"},
+            requires=[walks],
         ),
         Claim.measure(
             "static-unseen",
@@ -148,26 +149,29 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         ),
         Claim.measure(
             "hebbian-unseen",
-            f"Hebbian > static on the held-out body ({unseen}; {n}, {budget})",
+            f"Hebbian > static on the held-out body ({unseen}; {n}, {budget}); judged when the "
+            f"static agent walks >= {WALKS:g} m on the training bodies",
             dist["hebbian"][unseen],
             paper="Table 2: the Hebbian network walks on the unseen morphology",
             op=">",
             threshold={"ref": "static-unseen"},
+            requires=[walks],
         ),
     ]
-    return claims
 
 
 EXPERIMENT = Experiment(
     name="hebbian-morphology",
-    paper=QUICK.paper,
-    bibtex=QUICK.bibtex,
+    paper=PAPER,
+    bibtex=BIBTEX,
     description="MuJoCo Ant-v5 (fitness: distance walked): Hebbian rules and static weights "
     "evolved on the standard body and one with an altered lower leg, both tested on a "
     "held-out body with another leg altered (MJCF edited through a temporary xml_file).",
     minutes={"smoke": 0.25, "quick": 6},
     Config=Config,
-    run=run,
+    train=train,
+    plots=plots,
+    claims=claims,
     scales={
         "smoke": {
             "hidden": [8],

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from badgerlab.experiment import Count, Experiment
-from badgerlab.experiments._hebbian import HebbianESConfig
-from badgerlab.experiments.hebbian_quick import EXPERIMENT as QUICK
-from badgerlab.hebbian.policy import HebbianPolicy
+from badgerlab.experiments._hebbian import HebbianESConfig, agents, train_policies
+from badgerlab.hebbian import BIBTEX, PAPER, HebbianPolicy
 from badgerlab.hebbian.tasks import get_task, vector_env
-from badgerlab.hebbian.train import (
-    build_phases,
-    evaluate,
-    scaled_lr,
-    train_phases,
-)
+from badgerlab.hebbian.train import evaluate
 from badgerlab.plots import curve_plot
-from badgerlab.runs import Claim, Run
+from badgerlab.runs import Claim, RunLike
 
 #: Fixed by the issue: the reward per step over the 100 steps after the perturbation must reach
 #: at least half of its level before it.
@@ -59,73 +53,73 @@ def _ratio(after: list[float], before: list[float]) -> float | None:
     return sum(after) / len(after) / b if b > 0 else None
 
 
-def run(cfg: Config, run: Run) -> list[Claim]:
-    task = get_task(cfg.env)
-    envs = vector_env(task, cfg.popsize, max_steps=cfg.episode_steps)
-    policies = {
-        "hebbian": HebbianPolicy(task.spec(cfg.hidden, plastic=True)),
-        "static": HebbianPolicy(task.spec(cfg.hidden, plastic=False)),
-    }
-    phases = build_phases(
-        policies,
-        envs,
-        seed=cfg.seed,
-        seeds=cfg.seeds,
-        popsize=cfg.popsize,
-        l2=cfg.l2,
-        es_options={"lr": cfg.lr or scaled_lr(cfg.popsize)},
-    )
-    train_phases(
-        run,
-        phases,
-        cfg.generations,
-        description=f"ES on {cfg.env}",
-        actors=cfg.actors,
-        address=cfg.ray_address,
-        task=task,
-        max_steps=cfg.episode_steps,
-    )
-
-    def zero_layer(t, state, members):
+def _zero_layer(cfg: Config):
+    def hook(t, state, members):
         if t == cfg.perturb_at - 1:  # after this step's update: step perturb_at acts on zeros
             weights = list(state.weights)
             weights[cfg.perturb_layer] = torch.zeros_like(weights[cfg.perturb_layer])
             return state._replace(weights=tuple(weights))
         return None
 
-    ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps)
+    return hook
+
+
+def _windows(cfg: Config, r: torch.Tensor) -> dict[str, float]:
+    """Mean reward per step before, just after, after and later than the perturbation."""
     p, w = cfg.perturb_at, cfg.window
+    return {
+        "before": float(r[:, max(0, p - w) : p].mean()),
+        "just_after": float(r[:, p : p + cfg.early].mean()),
+        "after": float(r[:, p : p + w].mean()),
+        "later": float(r[:, p + w :].mean()) if p + w < r.shape[1] else float("nan"),
+    }
+
+
+def train(cfg: Config, run: RunLike) -> dict[str, Any]:
+    """Evolve both agents per seed, then roll each out with and without the zeroed layer."""
+    task = get_task(cfg.env)
+    policies = {
+        "hebbian": HebbianPolicy(task.spec(cfg.hidden, plastic=True)),
+        "static": HebbianPolicy(task.spec(cfg.hidden, plastic=False)),
+    }
+    trained = train_policies(
+        cfg, run, task, policies, max_steps=cfg.episode_steps, description=f"ES on {cfg.env}"
+    )
+    ev = vector_env(task, cfg.eval_rollouts, max_steps=cfg.episode_steps)
     rewards: dict[str, list[torch.Tensor]] = {}
     windows: dict[str, dict[str, list[float]]] = {}
-    for name, tr in phases:
-        kind, seed = name.split("@")
-        seeds = [20_000 * (int(seed) + 1) + n for n in range(cfg.eval_rollouts)]
-        for label, hook in ((kind, zero_layer), (f"{kind} unperturbed", None)):
-            out = evaluate(tr.policy, tr.center, ev, seeds=seeds, record=True, hook=hook)
+    for kind, seed, res in agents(trained):
+        seeds = [20_000 * (seed + 1) + n for n in range(cfg.eval_rollouts)]
+        for label, hook in ((kind, _zero_layer(cfg)), (f"{kind} unperturbed", None)):
+            out = evaluate(policies[kind], res["center"], ev, seeds=seeds, record=True, hook=hook)
             r = out.rewards.float()  # (R, T); 0 after an early end
             rewards.setdefault(label, []).append(r)
-            win = windows.setdefault(
-                label, {"before": [], "just_after": [], "after": [], "later": []}
-            )
-            win["before"].append(float(r[:, max(0, p - w) : p].mean()))
-            win["just_after"].append(float(r[:, p : p + cfg.early].mean()))
-            win["after"].append(float(r[:, p : p + w].mean()))
-            win["later"].append(
-                float(r[:, p + w :].mean()) if p + w < r.shape[1] else float("nan")
-            )
+            for part, value in _windows(cfg, r).items():
+                windows.setdefault(label, {}).setdefault(part, []).append(value)
+    ev.close()
     for label, win in windows.items():
         run.log(0, agent=label, **{k: sum(v) / len(v) for k, v in win.items()})
-    run.save_json("windows", windows)
+    return {"rewards": {k: torch.cat(v) for k, v in rewards.items()}, "windows": windows}
+
+
+def plots(cfg: Config, results: dict[str, Any], run: RunLike) -> None:
+    run.save_json("windows", results["windows"])
     run.save_figure(
         curve_plot(
-            {k: torch.cat(v) for k, v in rewards.items()},
-            xlabel="step of the episode",
-            ylabel="reward per step",
-            title=f"layer {cfg.perturb_layer} zeroed at step {p} ({cfg.eval_rollouts} rollouts)",
+            results["rewards"], xlabel="step of the episode", ylabel="reward per step",
+            title=f"layer {cfg.perturb_layer} zeroed at step {cfg.perturb_at} "
+            f"({cfg.eval_rollouts} rollouts)",
             smooth=5,
         ),
         "perturbation",
-    )
+        caption=f"Reward per step with layer {cfg.perturb_layer} zeroed at step "
+        f"{cfg.perturb_at}, beside the same agents unperturbed: the Hebbian agent's curve "
+        "should dip and come back as its rule regrows the weights; the static one cannot.",
+    )  # fmt: skip
+
+
+def claims(cfg: Config, results: dict[str, Any]) -> list[Claim]:
+    windows, w = results["windows"], cfg.window
 
     def ratios(kind: str) -> list[float] | None:
         vals = [
@@ -135,7 +129,7 @@ def run(cfg: Config, run: Run) -> list[Claim]:
         return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
 
     rollouts = f"{cfg.eval_rollouts} rollouts" + (f" × {cfg.seeds} seeds" if cfg.seeds > 1 else "")
-    claims = [
+    out = [
         Claim.measure(
             "hebbian-recovery",
             f"Hebbian agent: reward per step over the {w} steps after layer {cfg.perturb_layer} "
@@ -157,7 +151,7 @@ def run(cfg: Config, run: Run) -> list[Claim]:
     for kind in ("hebbian", "static"):
         for part in ("before", "just_after", "later"):
             vals = windows[kind][part]
-            claims.append(
+            out.append(
                 Claim.measure(
                     f"{kind}-reward-{part.replace('_', '-')}",
                     f"{kind} agent's mean reward per step {part.replace('_', ' ')} the "
@@ -165,18 +159,20 @@ def run(cfg: Config, run: Run) -> list[Claim]:
                     None if any(v != v for v in vals) else vals,
                 )
             )
-    return claims
+    return out
 
 
 EXPERIMENT = Experiment(
     name="hebbian-perturbation",
-    paper=QUICK.paper,
-    bibtex=QUICK.bibtex,
+    paper=PAPER,
+    bibtex=BIBTEX,
     description="Train Hebbian and static agents on the quick task, then zero a whole layer's "
     "weights mid-episode and compare reward per step before, just after and later.",
     minutes={"smoke": 0.25, "quick": 2},
     Config=Config,
-    run=run,
+    train=train,
+    plots=plots,
+    claims=claims,
     scales={
         "smoke": {
             "hidden": [8],

@@ -19,6 +19,7 @@ from badgerlab.hebbian.policy import (
 )
 from badgerlab.hebbian.rollout import Rollout, l2_penalty, rollout
 from badgerlab.hebbian.rules import (
+    RULES,
     SHARING,
     FoldedRule,
     HebbianRule,
@@ -34,27 +35,40 @@ from badgerlab.hebbian.tasks import TASKS, Task, box2d_available, get_task, vect
 from badgerlab.hebbian.train import (
     ESTrainer,
     RolloutFitness,
-    build_phases,
     evaluate,
     member_seeds,
+    ray_evaluator,
     scaled_lr,
-    train_phases,
+    train_agents,
 )
+
+#: The paper every Hebbian experiment reproduces part of.
+PAPER = "Najarro & Risi, Meta-Learning through Hebbian Plasticity in Random Networks, NeurIPS 2020"
+BIBTEX = """@inproceedings{najarro2020hebbian,
+  title={Meta-Learning through Hebbian Plasticity in Random Networks},
+  author={Najarro, Elias and Risi, Sebastian},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2020},
+  note={arXiv:2007.02686}
+}"""
 
 __all__ = [
     "ANT_LEGS",
+    "BIBTEX",
+    "PAPER",
+    "RULES",
     "SHARING",
     "TASKS",
     "ESTrainer",
     "RolloutFitness",
     "Task",
     "box2d_available",
-    "build_phases",
     "evaluate",
     "get_task",
     "member_seeds",
     "scaled_lr",
-    "train_phases",
+    "train_agents",
+    "ray_evaluator",
     "vector_env",
     "BurnIn",
     "EpisodeVectorEnv",

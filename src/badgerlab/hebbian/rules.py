@@ -9,7 +9,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from badgerlab.registry import Registry
+
 __all__ = [
+    "RULES",
     "COEFFICIENTS",
     "SHARING",
     "FoldedRule",
@@ -59,29 +62,28 @@ class HebbianRule:
         return len(self.coefficients)
 
 
-_RULES: dict[str, HebbianRule] = {}
+#: The Hebbian rules by name; a config field `rule: RULES.field_type()` accepts a registered one.
+RULES: Registry[HebbianRule] = Registry("Hebbian rule")
+_ORDER: list[str] = []  # registration order, the reference's listing
 
 
 def register_rule(rule: HebbianRule) -> HebbianRule:
-    """Add `rule` to the registry under `rule.name`; a name is registered once."""
+    """Add `rule` to `RULES` under `rule.name`; a name is registered once."""
     if not isinstance(rule, HebbianRule):
         raise TypeError(f"rule must be a HebbianRule, got {type(rule).__name__}")
-    if rule.name in _RULES:
-        raise ValueError(f"rule {rule.name!r} is already registered")
-    _RULES[rule.name] = rule
+    RULES.register(rule.name, rule)
+    _ORDER.append(rule.name)
     return rule
 
 
 def get_rule(name: str) -> HebbianRule:
     """The registered rule `name`: `A`, `AD`, `AD_lr`, `ABC`, `ABC_lr`, `ABCD` or `ABCD_lr`."""
-    if name not in _RULES:
-        raise ValueError(f"rule={name!r} is unknown; known rules: {', '.join(_RULES)}")
-    return _RULES[name]
+    return RULES.get(name)
 
 
 def rules() -> dict[str, HebbianRule]:
-    """A copy of the registry, by name."""
-    return dict(_RULES)
+    """Every registered rule by name, in registration order."""
+    return {name: RULES.get(name) for name in _ORDER if name in RULES}
 
 
 # The reference's coefficient orders (enajx/HebbianMetaLearning): `_lr` puts η fourth, and in

@@ -16,6 +16,16 @@ from badgerlab.hebbian.policy import HebbianPolicy
 from badgerlab.hebbian.rollout import StepHook, l2_penalty, rollout
 from badgerlab.hebbian.tasks import Task, vector_env
 
+__all__ = [
+    "ESTrainer",
+    "RolloutFitness",
+    "evaluate",
+    "member_seeds",
+    "ray_evaluator",
+    "scaled_lr",
+    "train_agents",
+]
+
 
 def scaled_lr(popsize: int, *, lr: float = 0.2, reference_popsize: int = 200) -> float:
     """lr · √(P / P_ref): the reference's per-generation step at a smaller population.
@@ -167,9 +177,12 @@ class ESTrainer:
         self.es = get_es(es)
         if center is None:
             center = policy.initial_theta(generator=self.generator)
-        options = {**HEBBIAN_DEFAULTS, **dict(es_options or {})}
-        # The L2 term is applied here, on the coefficients only, as the reference does.
-        options["l2"] = 0.0
+        # The reference's OpenAI-ES settings under the caller's; other ES keep their own.
+        base = HEBBIAN_DEFAULTS if es.startswith("openai-es") else {}
+        options = {**base, **dict(es_options or {})}
+        if es.startswith("openai-es"):
+            # The L2 term is applied here, on the coefficients only, as the reference does.
+            options["l2"] = 0.0
         self.initial_center = center.clone()
         self.state = self.es.init(center, popsize=popsize, maximize=True, **options)
         self.mask = policy.coefficient_mask() if policy.spec.plastic else None
@@ -267,105 +280,106 @@ def evaluate(
     )
 
 
-def build_phases(
-    policies: Mapping[str, HebbianPolicy],
-    envs: Any,
-    *,
-    seed: int,
-    seeds: int,
-    popsize: int,
-    l2: float,
-    es_options: Mapping[str, Any],
-    bodies: int = 1,
-) -> list[tuple[str, ESTrainer]]:
-    """One `ESTrainer` per seed and policy, named `<policy>@<seed>`, seed-major (the order
-    `train_phases` trains and checkpoints them in)."""
-    return [
-        (
-            f"{name}@{seed + s}",
-            ESTrainer(
-                pol,
-                envs,
-                popsize=popsize,
-                seed=seed + s,
-                bodies=bodies,
-                l2=l2,
-                es_options=dict(es_options),
-            ),
-        )
-        for s in range(seeds)
-        for name, pol in policies.items()
-    ]
+def _unit_history(history: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
+    """Per-generation metrics, one list per metric (a state tree of plain lists)."""
+    keys = list(history[0]) if history else []
+    return {k: [float(m[k]) for m in history] for k in keys}
 
 
-def train_phases(
+def train_agents(
     run: Any,
-    phases: Sequence[tuple[str, ESTrainer]],
-    generations: int,
+    policies: Mapping[str, HebbianPolicy],
+    task: Task,
     *,
-    description: str = "ES",
-    evaluator: Any = None,
-    actors: int = 0,
-    address: str | None = None,
-    task: Task | None = None,
+    seeds: Sequence[int],
+    popsize: int,
+    generations: int,
     max_steps: int | None = None,
     bodies: Sequence[Mapping[str, float] | None] = (None,),
-) -> dict[str, list[dict[str, float]]]:
-    """Train each named trainer for `generations` in turn, logging and checkpointing each step.
+    l2: float = 0.01,
+    es: str = "openai-es-ranks",
+    es_options: Mapping[str, Any] | None = None,
+    actors: int = 0,
+    address: str | None = None,
+    description: str = "ES",
+) -> dict[str, dict[str, Any]]:
+    """Evolve every policy (Hebbian rules, static weights, ...) for every seed: the one driver.
 
-    `run` is a `badgerlab.runs.Run`. After every generation all trainers' states go into one
-    checkpoint, so `--resume` continues exactly where the run stopped (the trainers must be
-    built the same way as before). With `evaluator` (see `ray_evaluator`), or with `actors`
-    > 0 or a Ray `address` (then `task`, `max_steps` and `bodies` describe the rollouts and a
-    `ray_evaluator` is opened for the duration), every trainer rolls out its population there.
-    Returns each phase's per-generation metrics.
+    `run` is a `badgerlab.runs.RunLike`. Each `<policy>@<seed>` is a resumable unit, seed major;
+    it checkpoints its ES state and generator after every generation, so a killed run resumes
+    bit-exactly. With `actors` > 0 or a Ray `address` the population is rolled out on Ray
+    actors (`ray_evaluator`), with the same seeds as in process. Each member is scored by its
+    mean return over `bodies` (None: the task's own body), one episode each.
+
+    Returns `{"<policy>@<seed>": {"center" (D,), "initial_center" (D,), "history":
+    {metric: [per generation]}}}` for every unit, restored ones included.
     """
-    if evaluator is None and (actors > 0 or address is not None):
-        if task is None:
-            raise ValueError("train_phases needs task= to roll out on Ray actors")
-        with ray_evaluator(
-            actors,
-            task,
-            address=address,
-            popsize=phases[0][1].popsize,
-            bodies=bodies,
-            max_steps=max_steps,
-        ) as remote:
-            return train_phases(
-                run, phases, generations, description=description, evaluator=remote
-            )
-    names = [name for name, _ in phases]
-    if evaluator is not None:
-        for _, trainer in phases:
-            trainer.evaluator = evaluator
-    if len(set(names)) != len(names):
-        raise ValueError(f"phase names must be unique, got {names}")
-    ckpt = run.load_checkpoint()
-    history: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    step = 0
-    if ckpt is not None:
-        history = {name: list(ckpt.state["history"][name]) for name in names}
-        for name, trainer in phases:
-            trainer.restore(ckpt.tensors, ckpt.state["trainers"][name], prefix=f"{name}/")
-        step = ckpt.step
-    total = generations * len(phases)
-    with run.progress(total, description, completed=step) as bar:
-        for name, trainer in phases:
-            while trainer.generation < generations:
-                metrics = trainer.step()
-                history[name].append(metrics)
-                step += 1
-                run.log(step, phase=name, generation=trainer.generation, **metrics)
-                tensors: dict[str, Tensor] = {}
-                for other, tr in phases:
-                    tensors.update(tr.state_tensors(f"{other}/"))
-                run.save_checkpoint(
-                    step,
-                    tensors,
-                    {
-                        "history": history,
-                        "trainers": {other: tr.state_info() for other, tr in phases},
-                    },
+    if not policies:
+        raise ValueError("policies must name at least one policy")
+    if generations < 1:
+        raise ValueError(f"generations must be >= 1, got {generations}")
+    keys = [f"{name}@{s}" for s in seeds for name in policies]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    bodies = tuple(bodies)
+    with ray_evaluator(
+        actors if address is None else max(actors, 1),
+        task,
+        address=address,
+        popsize=popsize,
+        bodies=bodies,
+        max_steps=max_steps,
+    ) as remote:
+        envs = None
+        if remote is None:
+            envs = vector_env(task, popsize, max_steps=max_steps, bodies=bodies)
+        try:
+            for unit in run.units(keys, description=description):
+                name, seed = unit.key.rsplit("@", 1)
+                trainer = ESTrainer(
+                    policies[name],
+                    envs,
+                    popsize=popsize,
+                    seed=int(seed),
+                    bodies=len(bodies),
+                    l2=l2,
+                    max_steps=max_steps,
+                    es=es,
+                    es_options=es_options,
+                    evaluator=remote,
                 )
-                bar.update(1, phase=name, ret=metrics["return_mean"])
-    return history
+                unit.finish(_train_unit(run, unit, trainer, generations))
+        finally:
+            if envs is not None:
+                envs.close()
+    return {key: run.results[key] for key in keys}
+
+
+def _train_unit(run: Any, unit: Any, trainer: ESTrainer, generations: int) -> dict[str, Any]:
+    """Run one unit's generations from its last checkpoint; its result tree."""
+    history: list[dict[str, float]] = []
+    state = unit.restore()
+    if state is not None:
+        trainer.state, trainer.generator = state["es"], state["generator"]
+        trainer.generation = int(state["generation"])
+        hist = state["history"]
+        history = [{k: hist[k][g] for k in hist} for g in range(trainer.generation)]
+    while trainer.generation < generations:
+        metrics = trainer.step()
+        history.append(metrics)
+        step = unit.index * generations + trainer.generation
+        run.log(step, phase=unit.key, generation=trainer.generation, **metrics)
+        unit.checkpoint(
+            {
+                "es": trainer.state,
+                "generator": trainer.generator,
+                "generation": trainer.generation,
+                "history": _unit_history(history),
+            },
+            step=step,
+        )
+    return {
+        "center": trainer.center.clone(),
+        "initial_center": trainer.initial_center,
+        "history": _unit_history(history),
+    }
