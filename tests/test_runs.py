@@ -142,3 +142,18 @@ def test_saving_a_step_twice_keeps_one_complete_pair(tmp_path):
     ck = run.load_checkpoint()
     assert ck.step == 3 and ck.state["v"] == 2 and torch.equal(ck.tensors["w"], torch.ones(2))
     run.close()
+
+
+def test_a_figure_needs_a_caption(tmp_path):
+    import matplotlib.pyplot as plt
+
+    run = Run.create("demo", {"seed": 0}, out=tmp_path, quiet=True)
+    for bad in ("", "   ", None):
+        fig = plt.figure()
+        with pytest.raises(TypeError, match="'curve' needs a caption"):
+            run.save_figure(fig, "curve", caption=bad)
+        plt.close(fig)
+    fig = plt.figure()
+    path = run.save_figure(fig, "curve", caption="a line; look for it rising")
+    assert path.exists() and path.name == "curve.png"
+    run.close()

@@ -413,7 +413,7 @@ class RunLike(Protocol):
 
     def log(self, step: int, **metrics: Any) -> None: ...
     def units(self, keys: Sequence[str], *, description: str = ...) -> Iterator[Unit]: ...
-    def save_figure(self, fig: Any, name: str, *, caption: str = "") -> Path: ...
+    def save_figure(self, fig: Any, name: str, *, caption: str) -> Path: ...
     def save_json(self, name: str, obj: Any) -> Path: ...
     def progress(self, total: int, description: str, *, completed: int = 0) -> Any: ...
 
@@ -812,18 +812,18 @@ class Run:
 
     # -- artefacts ----------------------------------------------------------------------------
 
-    def save_figure(self, fig: Any, name: str, *, caption: str = "") -> Path:
+    def save_figure(self, fig: Any, name: str, *, caption: str) -> Path:
         """Save a matplotlib figure as `<name>.png` in the run folder (atomically) and close it.
 
-        `caption` tells a reader what the plot shows and what to look for; the report prints
-        it under the figure.
+        `caption` (required) tells a reader what the plot shows and what to look for; the
+        report prints it under the figure.
         """
         import io
 
         import matplotlib.pyplot as plt
 
-        if not isinstance(caption, str):
-            raise TypeError(f"caption of figure {name!r} must be a str, got {caption!r}")
+        if not isinstance(caption, str) or not caption.strip():
+            raise TypeError(f"figure {name!r} needs a caption (a non-empty str), got {caption!r}")
         path = self.dir / f"{name}.png"
         self._captions[path.name] = caption.strip()
         if not self.writes:

@@ -26,7 +26,7 @@ def test_saved_model_runs_on_a_grid_of_a_new_size(scratch_run):
     cfg = VSMLConfig(
         layer_norm=c["layer_norm"], backward_pass=c["backward_pass"], feed_label=c["feed_label"]
     )
-    params = params_from_tensors(rec.checkpoint.tensors, cfg, prefix="done0.param.vsml.")
+    params = params_from_tensors(rec.checkpoint.tensors, cfg, prefix="done.0.params.")
     assert params["w_h"].shape == (16, 64)
     for sizes in [(9, 4), (5, 3, 2)]:
         g = torch.Generator().manual_seed(0)
@@ -69,6 +69,36 @@ def test_killed_and_resumed_run_ends_with_the_same_claims(scratch_run, tmp_path,
     assert got == want
     steps = [m["step"] for m in rec.metrics if "learner" in m]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+def test_clipped_meta_training_resumes_bit_exactly(tmp_path, monkeypatch):
+    """With clipping active, a kill mid-VSML and a resume give the same tensors, every one."""
+    over = {"checkpoint_every": 1, "clip": 0.3, "steps": 5}
+    full = execute("vsml-from-scratch", scale="smoke", overrides=over, out=tmp_path / "a",
+                   quiet=True)  # fmt: skip
+    norms = [m["grad_norm"] for m in full.metrics if "learner" in m]
+    assert max(norms) > 0.3, "the clip must actually act in this configuration"
+    calls = {"n": 0}
+    real = fs.bptt_step
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # VSML's fourth step: three checkpoints of its state exist
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "bptt_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        execute("vsml-from-scratch", scale="smoke", overrides=over, out=tmp_path / "b",
+                quiet=True)  # fmt: skip
+    monkeypatch.setattr(fs, "bptt_step", real)
+    (run_dir,) = (tmp_path / "b" / "vsml-from-scratch").iterdir()
+    rec = execute("vsml-from-scratch", resume=run_dir, quiet=True)
+    want, got = Run.open(full.dir).checkpoint.tensors, Run.open(rec.dir).checkpoint.tensors
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    assert [c["measured"] for c in rec.claims] == [c["measured"] for c in full.claims]
 
 
 def test_cloning_two_seeds_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -11,7 +11,7 @@ from pydantic import Field
 from badgerlab.data import load
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
 from badgerlab.plots import curve_plot
-from badgerlab.runs import Claim, Run
+from badgerlab.runs import Claim, RunLike
 from badgerlab.vsml import BIBTEX as VSML_BIBTEX
 from badgerlab.vsml import PAPER as VSML_PAPER
 from badgerlab.vsml.cloning import (
@@ -71,104 +71,76 @@ def _standardise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
     return (x - mean) / (std + 0.1)
 
 
-def _pack(results: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {f"done{j}.{k}": v for j, done in enumerate(results) for k, v in done.items()}
+def _batch(cfg: Config, task: CloneTask, g: torch.Generator, forced: bool):
+    """One step's training episodes: inputs x (T, N, A), labels y (T, N), teachers w0, b0."""
+    A, B = cfg.train_inputs, cfg.train_outputs
+    N, T = (cfg.tf_batch, cfg.tf_length) if forced else (cfg.train_batch, cfg.train_length)
+    # Gaussian inputs, scaled per sequence up to 2.5 so that tanh(x) saturates as on real
+    # images, with a fraction set exactly to 0: images have constant pixels (0 after
+    # standardising), where the clone must leave w untouched.
+    scale = 0.5 + 2 * torch.rand(1, N, 1, generator=g)
+    x = torch.randn(T, N, A, generator=g) * scale
+    x = x * (torch.rand(T, N, A, generator=g) >= cfg.zero_fraction)
+    y = torch.randint(0, B, (T, N), generator=g)
+    # Teachers of many weight scales, so that the clone stores a range of w.
+    w0 = torch.randn(N, A, B, generator=g) * task.w_std * 2 * torch.rand(N, 1, 1, generator=g)
+    b0 = torch.randn(N, B, generator=g) * task.b_std
+    return x, y, w0, b0
 
 
-def _train(
-    cfg: Config, run: Run, seed: int, index: int, bar, results: list
-) -> dict[str, torch.Tensor]:
+def _step(cfg: Config, vcfg, task: CloneTask, params, opt: AdamState, batch, step: int, forced):
+    """One clipped Adam step on the cloning loss; returns (params, opt, loss, loss parts)."""
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    loss, parts = clone_loss(
+        leaves, vcfg, task, *batch, update_weight=cfg.update_weight, teacher_forcing=forced
+    )
+    raw = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    grads = {
+        k: torch.zeros_like(v) if r is None else r
+        for (k, v), r in zip(leaves.items(), raw, strict=True)
+    }
+    norm = torch.sqrt(sum((grads[k] * grads[k]).sum() for k in sorted(grads)))
+    if cfg.clip > 0 and float(norm) > cfg.clip:
+        grads = {k: r * (cfg.clip / norm) for k, r in grads.items()}
+    with torch.no_grad():
+        # Cosine decay to lr/10: a quieter end leaves less bias in the learned update,
+        # which otherwise accumulates as drift of w over long test episodes.
+        frac = step / max(1, cfg.train_steps)
+        lr = cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+        params, opt = adam_update(leaves, grads, opt, lr=lr)
+    return {k: v.detach() for k, v in params.items()}, opt, float(loss.detach()), parts
+
+
+def _train(cfg: Config, run: RunLike, unit, seed: int) -> dict[str, torch.Tensor]:
+    """Clone SGD into the shared LSTM, resuming from the unit's last checkpoint.
+
+    Curriculum: first single SGD steps from the teacher's states (teacher forcing, the
+    reference's per-step targets), whose loss is the update error relative to the true
+    update; then free-running episodes, so the clone also meets its own drift.
+    """
     task = CloneTask(kappa=cfg.kappa, eta=cfg.eta, w_std=cfg.w_std)
     vcfg = clone_config(task, layer_norm=cfg.layer_norm)
     g = torch.Generator().manual_seed(seed)
     params = clone_init_params(vcfg, generator=g)
-    opt = adam_init(params)
-    step = 0
-    ckpt = run.load_checkpoint()
-    if (
-        ckpt is not None
-        and ckpt.state.get("phase") == "train"
-        and ckpt.state["seed_index"] == index
-    ):
-        params = {k[2:]: v for k, v in ckpt.tensors.items() if k.startswith("p.")}
-        opt = AdamState(
-            {k[2:]: v for k, v in ckpt.tensors.items() if k.startswith("m.")},
-            {k[2:]: v for k, v in ckpt.tensors.items() if k.startswith("v.")},
-            ckpt.tensors["opt_step"],
-        )
-        g.set_state(ckpt.tensors["generator"])
-        step = int(ckpt.state["step"])
-        bar.update(step)
-    A, B = cfg.train_inputs, cfg.train_outputs
+    opt, step = adam_init(params), 0
+    state = unit.restore()
+    if state is not None:
+        params, opt, g, step = state["params"], state["opt"], state["generator"], state["step"]
     n_forced = round(cfg.tf_fraction * cfg.train_steps)
     while step < cfg.train_steps:
-        # Curriculum: first single SGD steps from the teacher's states (teacher forcing, the
-        # reference's per-step targets), whose loss is the update error relative to the true
-        # update; then free-running episodes, so the clone also meets its own drift.
         forced = step < n_forced
-        N, T = (cfg.tf_batch, cfg.tf_length) if forced else (cfg.train_batch, cfg.train_length)
-        # Gaussian inputs, scaled per sequence up to 2.5 so that tanh(x) saturates as on real
-        # images, with a fraction set exactly to 0: images have constant pixels (0 after
-        # standardising), where the clone must leave w untouched.
-        scale = 0.5 + 2 * torch.rand(1, N, 1, generator=g)
-        x = torch.randn(T, N, A, generator=g) * scale
-        x = x * (torch.rand(T, N, A, generator=g) >= cfg.zero_fraction)
-        y = torch.randint(0, B, (T, N), generator=g)
-        # Teachers of many weight scales, so that the clone stores a range of w.
-        w0 = torch.randn(N, A, B, generator=g) * task.w_std * 2 * torch.rand(N, 1, 1, generator=g)
-        b0 = torch.randn(N, B, generator=g) * task.b_std
-        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        loss, parts = clone_loss(
-            leaves,
-            vcfg,
-            task,
-            x,
-            y,
-            w0,
-            b0,
-            update_weight=cfg.update_weight,
-            teacher_forcing=forced,
-        )
-        raw = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        grads = {
-            k: torch.zeros_like(v) if r is None else r
-            for (k, v), r in zip(leaves.items(), raw, strict=True)
-        }
-        norm = torch.sqrt(sum((r * r).sum() for r in grads.values()))
-        if cfg.clip > 0 and float(norm) > cfg.clip:
-            grads = {k: r * (cfg.clip / norm) for k, r in grads.items()}
-        with torch.no_grad():
-            # Cosine decay to lr/10: a quieter end leaves less bias in the learned update,
-            # which otherwise accumulates as drift of w over long test episodes.
-            frac = step / max(1, cfg.train_steps)
-            lr = cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
-            params, opt = adam_update(leaves, grads, opt, lr=lr)
-        params = {k: v.detach() for k, v in params.items()}
+        batch = _batch(cfg, task, g, forced)
+        params, opt, loss, parts = _step(cfg, vcfg, task, params, opt, batch, step, forced)
         step += 1
         if step % 10 == 0 or step == cfg.train_steps:
             run.log(
-                index * cfg.train_steps + step,
-                seed=seed,
-                phase="clone",
-                forced=int(forced),
-                loss=float(loss.detach()),
-                err_out=parts["out"],
-                err_w=parts["w"],
-                err_b=parts["b"],
-                err_update=parts["update"],
-            )
-        bar.update(1, loss=float(loss.detach()))
-        if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
-            tensors = {f"p.{k}": v for k, v in params.items()}
-            tensors |= {f"m.{k}": v for k, v in opt.m.items()}
-            tensors |= {f"v.{k}": v for k, v in opt.v.items()}
-            tensors |= {"opt_step": opt.step, "generator": g.get_state()}
-            tensors |= _pack(results)
-            run.save_checkpoint(
-                step,
-                tensors,
-                {"phase": "train", "seed_index": index, "step": step, "results": len(results)},
-            )
+                unit.index * cfg.train_steps + step, seed=seed, phase="clone",
+                forced=int(forced), loss=loss, err_out=parts["out"], err_w=parts["w"],
+                err_b=parts["b"], err_update=parts["update"],
+            )  # fmt: skip
+        if step % cfg.checkpoint_every == 0 and step < cfg.train_steps:
+            tree = {"params": params, "opt": opt, "generator": g, "step": step}
+            unit.checkpoint(tree, step=unit.index * cfg.train_steps + step)
     return params
 
 
@@ -214,83 +186,72 @@ def _evaluate(cfg: Config, params, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def run(cfg: Config, run: Run) -> list[Claim]:
-    results: list[dict[str, torch.Tensor]] = []
-    start = 0
-    ckpt = run.load_checkpoint()
-    if ckpt is not None:
-        n_done = int(ckpt.state.get("results", 0))
-        for j in range(n_done):
-            pre = f"done{j}."
-            results.append(
-                {k[len(pre) :]: v for k, v in ckpt.tensors.items() if k.startswith(pre)}
-            )
-        start = n_done
-    with run.progress(
-        cfg.seeds * cfg.train_steps, "vsml cloning", completed=start * cfg.train_steps
-    ) as bar:
-        for i in range(start, cfg.seeds):
-            seed = cfg.seed + i
-            params = _train(cfg, run, seed, i, bar, results)
-            res = _evaluate(cfg, params, seed)
-            res |= {f"param.{k}": v for k, v in params.items()}
-            results.append(res)
-            run.log(
-                cfg.seeds * cfg.train_steps + i,
-                seed=seed,
-                phase="test",
-                sgd_accuracy=float(res["sgd_correct"].mean()),
-                vsml_accuracy=float(res["vsml_correct"].mean()),
-                w_error_final=float(res["w_error"][-1]),
-            )
-            run.save_checkpoint(
-                cfg.train_steps,
-                _pack(results),
-                {"phase": "tested", "seed_index": i + 1, "results": len(results)},
-            )
-    sgd_acc = [float(r["sgd_correct"].mean()) for r in results]
-    vsml_acc = [float(r["vsml_correct"].mean()) for r in results]
-    ratios = [v / max(s, 1e-9) for v, s in zip(vsml_acc, sgd_acc, strict=True)]
-    w_err = [float(r["w_error"].mean()) for r in results]
-    w_rel = [float(r["w_error"].mean() / r["w_scale"].mean()) for r in results]
-    b_err = [float(r["b_error"].mean()) for r in results]
+def train(cfg: Config, run: RunLike) -> dict[str, Any]:
+    """One unit per seed: clone SGD, then test the clone beside true SGD on unseen data."""
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    for unit in run.units([f"seed{s}" for s in seeds], description="vsml cloning"):
+        seed = seeds[unit.index]
+        params = _train(cfg, run, unit, seed)
+        res = _evaluate(cfg, params, seed)
+        run.log(
+            cfg.seeds * cfg.train_steps + unit.index, seed=seed, phase="test",
+            sgd_accuracy=float(res["sgd_correct"].mean()),
+            vsml_accuracy=float(res["vsml_correct"].mean()),
+            w_error_final=float(res["w_error"][-1]),
+        )  # fmt: skip
+        unit.finish({**res, "params": params})
+    return {"rows": [run.results[f"seed{s}"] for s in seeds]}
+
+
+def plots(cfg: Config, results: dict[str, Any], run: RunLike) -> None:
+    rows = results["rows"]
     curves = {
-        "cloned VSML": torch.stack([r["vsml_correct"] for r in results]),
-        "true SGD": torch.stack([r["sgd_correct"] for r in results]),
+        "cloned VSML": torch.stack([r["vsml_correct"] for r in rows]),
+        "true SGD": torch.stack([r["sgd_correct"] for r in rows]),
     }
     run.save_figure(
         curve_plot(
-            curves,
-            xlabel="example index",
-            ylabel="online accuracy (before the label)",
+            curves, xlabel="example index", ylabel="online accuracy (before the label)",
             title=f"backprop cloning on unseen {cfg.dataset}",
-            smooth=max(1, cfg.test_length // 20),
-            chance=0.1,
+            smooth=max(1, cfg.test_length // 20), chance=0.1,
         ),
         "clone_accuracy",
-    )
-    r0 = results[0]
+        caption=f"Online accuracy on unseen {cfg.dataset} (each example scored before its "
+        "label is seen), the cloned VSML learner beside true SGD on the same network from the "
+        "same init: the two curves should rise together.",
+    )  # fmt: skip
+    r0 = rows[0]
     traces = {}
     for k in range(r0["w_trace_vsml"].shape[1]):
         traces[f"w{k} from states"] = r0["w_trace_vsml"][:, k]
         traces[f"w{k} true SGD"] = r0["w_trace_sgd"][:, k]
     run.save_figure(
         curve_plot(
-            traces,
-            xlabel="example index",
-            ylabel="weight value",
+            traces, xlabel="example index", ylabel="weight value",
             title="introspection: w read from cell states vs true SGD",
         ),
         "clone_introspection",
-    )
+        caption="Three weights of one test episode, read out of the LSTM cell states, beside "
+        "the same weights under true SGD: drift between each pair is the clone's error.",
+    )  # fmt: skip
     run.save_json("curves", {k: v.tolist() for k, v in curves.items()})
-    n = cfg.test_length
+
+
+def claims(cfg: Config, results: dict[str, Any]) -> list[Claim]:
+    rows, n = results["rows"], cfg.test_length
+    sgd_acc = [float(r["sgd_correct"].mean()) for r in rows]
+    vsml_acc = [float(r["vsml_correct"].mean()) for r in rows]
+    w_rel = [float(r["w_error"].mean() / r["w_scale"].mean()) for r in rows]
+
+    def listed(key: str) -> str:
+        return ", ".join(f"{float(r[key]):.3f}" for r in rows)
+
     return [
         Claim.measure(
             "clone-accuracy-ratio",
             f"cloned VSML's online accuracy over {n} unseen {cfg.dataset} examples is >= "
             f"{RATIO}× that of true online SGD on the same network from the same init",
-            ratios,
+            [v / max(s, 1e-9) for v, s in zip(vsml_acc, sgd_acc, strict=True)],
             paper="VSML clones backprop and learns unseen MNIST/Fashion-MNIST (Fig. 4)",
             op=">=",
             threshold=RATIO,
@@ -304,33 +265,29 @@ def run(cfg: Config, run: Run) -> list[Claim]:
             f"mean |w(states) − w(true SGD)| along the {n}-example episode (free-running "
             "clone on its own errors); relative to mean |w|: "
             + ", ".join(f"{v:.3f}" for v in w_rel),
-            w_err,
+            [float(r["w_error"].mean()) for r in rows],
             paper="small state error along the episode",
         ),
         Claim.measure(
             "clone-b-error",
             "mean |b(states) − b(true SGD)| along the episode",
-            b_err,
+            [float(r["b_error"].mean()) for r in rows],
             paper="small",
         ),
         Claim.measure(
             "clone-step-error-w",
             "one cloned step from the true SGD state on unseen examples: mean |Δw(states) − "
             "Δw(SGD)| / mean |Δw(SGD)| (teacher's δ; 1 = no better than not updating); "
-            "forward output relative error: "
-            + ", ".join(f"{float(r['step_out']):.3f}" for r in results)
-            + "; b: "
-            + ", ".join(f"{float(r['step_db']):.3f}" for r in results)
-            + "; correlation of Δw with Δw(SGD): "
-            + ", ".join(f"{float(r['step_dw_corr']):.3f}" for r in results),
-            [float(r["step_dw"]) for r in results],
+            f"forward output relative error: {listed('step_out')}; b: {listed('step_db')}; "
+            f"correlation of Δw with Δw(SGD): {listed('step_dw_corr')}",
+            [float(r["step_dw"]) for r in rows],
             paper="the clone applies backprop's update",
         ),
         Claim.measure(
             "clone-step-corr-w",
             "one cloned step from the true SGD state on unseen examples: correlation of Δw "
             "(states) with Δw(SGD) over all entries (1 = the same update up to scale)",
-            [float(r["step_dw_corr"]) for r in results],
+            [float(r["step_dw_corr"]) for r in rows],
             paper="the clone applies backprop's update",
         ),
     ]
@@ -346,7 +303,9 @@ EXPERIMENT = Experiment(
     "use the clone as an online learner on unseen data beside true SGD.",
     minutes={"smoke": 0.25, "quick": 3},
     Config=Config,
-    run=run,
+    train=train,
+    plots=plots,
+    claims=claims,
     scales={
         "smoke": {
             "seeds": 1,

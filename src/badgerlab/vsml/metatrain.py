@@ -188,7 +188,8 @@ def bptt_step(
         torch.zeros_like(v) if g is None else g for v, g in zip(leaves.values(), raw, strict=True)
     ]
     gdict = dict(zip(leaves, grads, strict=True))
-    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    # Summed in sorted-name order: the same float rounding however the parameters were loaded.
+    norm = torch.sqrt(sum((gdict[k] * gdict[k]).sum() for k in sorted(gdict)))
     if clip > 0 and float(norm) > clip:
         gdict = {k: g * (clip / norm) for k, g in gdict.items()}
     with torch.no_grad():
