@@ -1,5 +1,5 @@
-"""BYOL (Grill et al. 2020): bootstrap your own latent, with the SimCLR baseline it is contrasted
-with and a collapse monitor.
+"""BYOL (Grill et al. 2020, https://arxiv.org/abs/2006.07733): bootstrap your own latent, with
+the SimCLR baseline it is contrasted with and a collapse monitor.
 
 Online network f_θ → g_θ → q_θ (encoder, projector, predictor); target network f_ξ → g_ξ, with
 no predictor and no gradient. For two views v, v′ of one image,
@@ -17,9 +17,10 @@ applied to the parameters *and* the buffers (BatchNorm running statistics). τ_0
 `collapse_monitor` detects: the per-dimension std of the ℓ2-normalised projections is ≈ 1/√d for
 a healthy, spread-out batch and → 0 when every image maps to the same point.
 
-SimCLR's NT-Xent (Chen et al. 2020) uses negatives instead: for the 2N normalised projections
-u_i and temperature t, ℓ_i = −log exp(u_i·u_j(i)/t) / Σ_{k≠i} exp(u_i·u_k/t), j(i) the other
-view of the same image.
+SimCLR's NT-Xent (Chen et al. 2020, https://arxiv.org/abs/2002.05709) uses negatives instead:
+for the 2N normalised projections u_i and temperature t,
+
+    ℓ_i = −log exp(u_i·u_j(i)/t) / Σ_{k≠i} exp(u_i·u_k/t),   j(i) the other view of image i.
 """
 
 from __future__ import annotations
@@ -67,11 +68,26 @@ SMALL_CNN = "small-cnn"
 
 
 def _check_pos_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return value
+
+
+def _check_unit(name: str, value: object) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= value <= 1.0:  # NaN fails the comparison too
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_pairs(names: tuple[str, ...], *xs: Tensor) -> None:
+    """Every x is (B, d), all the same shape, and finite."""
+    shapes = [tuple(x.shape) for x in xs]
+    if xs[0].dim() != 2 or len(set(shapes)) != 1:
+        raise ValueError(f"{', '.join(names)} must all be (B, d) of one shape, got {shapes}")
+    for name, x in zip(names, xs, strict=True):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} has non-finite entries")
 
 
 def tau_schedule(k: int, total: int, *, tau_base: float = 0.996) -> float:
@@ -83,8 +99,7 @@ def tau_schedule(k: int, total: int, *, tau_base: float = 0.996) -> float:
     _check_pos_int("total", total)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= total:
         raise ValueError(f"k must be an int in [0, total={total}], got {k!r}")
-    if not 0.0 <= tau_base <= 1.0:
-        raise ValueError(f"tau_base must be in [0, 1], got {tau_base}")
+    _check_unit("tau_base", tau_base)
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * k / total) + 1.0) / 2.0
 
 
@@ -92,14 +107,15 @@ def tau_schedule(k: int, total: int, *, tau_base: float = 0.996) -> float:
 def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """ξ ← τξ + (1 − τ)θ for every parameter and floating-point buffer (BatchNorm running mean
     and variance); integer buffers (`num_batches_tracked`) are copied. The two modules must
-    have the same structure."""
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be in [0, 1], got {tau}")
+    have the same structure (the target a deep copy of the online module)."""
+    tau = _check_unit("tau", tau)
     tp, op = dict(target.named_parameters()), dict(online.named_parameters())
     tb, ob = dict(target.named_buffers()), dict(online.named_buffers())
     if tp.keys() != op.keys() or tb.keys() != ob.keys():
         raise ValueError("target and online modules have different parameters or buffers")
     for name in op:
+        if tp[name].shape != op[name].shape:
+            raise ValueError(f"target and online {name!r} differ in shape")
         tp[name].lerp_(op[name], 1.0 - tau)  # ξ + (1 − τ)(θ − ξ) = τξ + (1 − τ)θ
     for name in ob:
         if tb[name].is_floating_point():
@@ -109,24 +125,29 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 def regression_loss(p: Tensor, z: Tensor) -> Tensor:
-    """ℓ(p, z) = 2 − 2·cos(p, z) per row; p, z (B, d) → (B,)."""
+    """ℓ(p, z) = ‖p̄ − z̄‖² = 2 − 2·cos(p, z) per row; p, z (B, d) → (B,)."""
+    _check_pairs(("p", "z"), p, z)
     return 2.0 - 2.0 * F.cosine_similarity(p, z, dim=-1, eps=1e-8)
 
 
 def byol_loss(p1: Tensor, p2: Tensor, z1t: Tensor, z2t: Tensor) -> Tensor:
-    """Symmetrised BYOL loss, batch mean: ℓ(p₁, sg(z′₂)) + ℓ(p₂, sg(z′₁)); all (B, d) → ()."""
+    """Symmetrised BYOL loss, batch mean: ℓ(p₁, sg(z′₂)) + ℓ(p₂, sg(z′₁)); all (B, d) → ().
+
+    p₁, p₂ are the online predictions of views 1 and 2, z1t, z2t the target projections of the
+    same views; the targets are detached here, so no gradient reaches them whatever the caller
+    did."""
+    _check_pairs(("p1", "p2", "z1t", "z2t"), p1, p2, z1t, z2t)
     return (regression_loss(p1, z2t.detach()) + regression_loss(p2, z1t.detach())).mean()
 
 
 def nt_xent(z1: Tensor, z2: Tensor, *, temperature: float = 0.2) -> Tensor:
     """SimCLR's NT-Xent over the 2B projections of B pairs, mean over the 2B anchors.
     z1, z2 (B, d) → ()."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if z1.shape != z2.shape or z1.dim() != 2 or z1.shape[0] < 2:
-        raise ValueError(
-            f"z1, z2 must both be (B >= 2, d), got {tuple(z1.shape)}, {tuple(z2.shape)}"
-        )
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    _check_pairs(("z1", "z2"), z1, z2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"z1, z2 need B >= 2 pairs (negatives), got {tuple(z1.shape)}")
     b = z1.shape[0]
     u = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, d)
     sim = u @ u.T / temperature  # (2B, 2B)
@@ -141,10 +162,13 @@ def collapse_monitor(z: Tensor) -> dict[str, float]:
 
     - `z_std`: mean over dimensions of the std over the batch of z̄ = z/‖z‖ (≈ 1/√d healthy,
       → 0 collapsed), and `z_std_sqrt_d` = √d·z_std (≈ 1 healthy);
-    - `eff_rank`: exp of the entropy of the normalised singular values of the centred batch
-      (Roy & Vetterli 2007): d for an isotropic batch, 1 for a batch on a line."""
+    - `eff_rank`: exp of the entropy of the normalised singular values σ_k/Σσ of the centred
+      batch of z̄ (Roy & Vetterli 2007): ≈ min(B, d) for an isotropic batch, 1 for a batch on a
+      line, 0 when every row is the same point."""
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"z must be (B >= 2, d), got {tuple(z.shape)}")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("z has non-finite entries")
     zn = F.normalize(z.double(), dim=1)
     std = float(zn.std(dim=0).mean())
     s = torch.linalg.svdvals(zn - zn.mean(0))
@@ -285,8 +309,13 @@ class Augment(nn.Module):
     horizontal flip (off by default for digits), brightness/contrast jitter (plus saturation and
     hue when the images have colour), grey-scale (colour only), Gaussian blur and solarisation.
 
-    All randomness comes from `generator`: its draw seeds the global RNG that kornia uses, inside
-    `torch.random.fork_rng`, so the caller's RNG state is untouched and runs resume bit-exactly.
+    All randomness comes from `generator`: its draw seeds the global RNG that kornia samples its
+    parameters from (on the CPU), inside `torch.random.fork_rng`, so the caller's RNG state is
+    untouched and runs resume bit-exactly.
+
+    Departure from the paper: both views use the same distribution (the paper blurs view 1 always
+    and view 2 with p = 0.1, and solarises only view 2, p = 0.2), and the crop scale starts at 0.5
+    rather than 0.08, since an 8×8 digit cropped to 8% of its area is a couple of pixels.
     """
 
     def __init__(
@@ -295,6 +324,17 @@ class Augment(nn.Module):
         blur_p: float = 0.5, solarize_p: float = 0.1,
     ) -> None:  # fmt: skip
         super().__init__()
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) for s in size):
+            raise ValueError(f"size must be (H, W) ints, got {size!r}")
+        _check_pos_int("size[0]", size[0])
+        _check_pos_int("size[1]", size[1])
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {crop_scale!r}")
+        for name, v in (("jitter", jitter), ("blur_p", blur_p), ("solarize_p", solarize_p)):
+            _check_unit(name, v)
+        self.size, self.channels = (int(size[0]), int(size[1])), channels
         colour = channels == 3
         k = max(3, (min(size) // 10) | 1)  # odd blur kernel, ~10% of the image side
         ops: list[nn.Module] = [K.RandomResizedCrop(size, scale=crop_scale)]
@@ -311,9 +351,20 @@ class Augment(nn.Module):
         self.aug = nn.Sequential(*ops)
 
     def forward(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """x (B, C, H, W) in [0, 1] → two views, each (B, C, H, W)."""
+        """x (B, C, H, W) in [0, 1] → two views, each (B, C, H, W) on x's device."""
+        want = (self.channels, *self.size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"x must be (B, {', '.join(map(str, want))}), got {tuple(x.shape)}")
+        if not isinstance(generator, torch.Generator):
+            kind = type(generator).__name__
+            raise ValueError(f"generator must be a torch.Generator, got {kind}")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return self.aug(x), self.aug(x)
+            # seed only the RNGs that the fork restores (torch.manual_seed would reseed every
+            # CUDA device, leaving the others changed after the fork)
+            torch.default_generator.manual_seed(seed)
+            if devices:
+                torch.cuda.default_generators[x.device.index or 0].manual_seed(seed)
+            # clamped: kornia's jitter and blur round a few pixels a ULP past 1
+            return self.aug(x).clamp_(0.0, 1.0), self.aug(x).clamp_(0.0, 1.0)
