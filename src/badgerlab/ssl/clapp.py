@@ -1,5 +1,7 @@
 """CLAPP: layer-local contrastive predictive plasticity (Illing, Ventura, Bellec & Gerstner 2021).
 
+Paper: https://arxiv.org/abs/2010.08262 (NeurIPS 2021).
+
 Every layer l of an encoder sees its input *detached*, maps each patch to a feature map
 h = ρ(a), a = W * x + b, and pools it to a vector z (one per patch of the image grid). For an
 offset k the context c is the layer's pooled output at grid row i and the future z its output
@@ -48,7 +50,7 @@ __all__ = [
 
 PAPER = (
     "Illing, Ventura, Bellec & Gerstner, Local plasticity rules can learn deep representations "
-    "using self-supervised contrastive predictions, NeurIPS 2021"
+    "using self-supervised contrastive predictions, NeurIPS 2021 (arXiv 2010.08262)"
 )
 BIBTEX = """@inproceedings{illing2021local,
   title     = {Local plasticity rules can learn deep representations using self-supervised
