@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from badgerlab.data import load
-from badgerlab.experiment import Count, Experiment, ExperimentConfig, PaperVariant
+from badgerlab.experiment import ConfigError, Count, Experiment, ExperimentConfig, PaperVariant
 from badgerlab.runs import Claim, RunLike, condition
 from badgerlab.ssl.clapp import (
     BIBTEX,
@@ -140,8 +140,9 @@ def _data(cfg: Config, run: RunLike) -> dict[str, Any]:
     n_val = max(int(len(xtr) * cfg.val_fraction), 1)
     val, fit = perm[:n_val], perm[n_val:]
     if len(fit) < cfg.batch_size:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is larger than the {len(fit)} images left to fit"
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than the {len(fit)} training images left "
+            "to fit after holding out val_fraction"
         )
     return {
         "train": (xtr, ytr),
