@@ -139,7 +139,8 @@ def test_training_with_the_rule_equals_training_with_autograd(variant):
     for (name, p), q in zip(enc.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-10, msg=name)
     moved = max(
-        float((p - q).abs().max()) for p, q in zip(enc.parameters(), _fresh(), strict=True)
+        float((p - q).detach().abs().max())
+        for p, q in zip(enc.parameters(), _fresh(), strict=True)
     )
     assert moved > 1e-3, "the encoder must actually have learned something"
 
