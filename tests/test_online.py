@@ -39,3 +39,23 @@ def test_online_adam_learns_digits_well_above_chance():
     curve = res.accuracy_curve
     assert float(curve[:20].mean()) < 0.35  # near chance before learning
     assert float(curve[-100:].mean()) >= 0.70
+
+
+def test_learners_are_a_registry():
+    import pytest
+
+    from badgerlab.online import LEARNERS, get_learner, register_learner
+
+    with pytest.raises(ValueError, match="'rmsprop'"):
+        get_learner("rmsprop")
+    register_learner("sgd-half", lambda p, lr: torch.optim.SGD(p, lr=lr / 2))
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_learner("sgd-half", lambda p, lr: torch.optim.SGD(p, lr=lr))
+        x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+        y = torch.randint(0, 2, (2, 5), generator=torch.Generator().manual_seed(1))
+        half = online_learn(x, y, 2, optimizer="sgd-half", lr=0.2)
+        full = online_learn(x, y, 2, optimizer="sgd", lr=0.1)
+        torch.testing.assert_close(half.loss, full.loss)
+    finally:
+        LEARNERS.pop("sgd-half")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from badgerlab.registry import Registry
+
 __all__ = ["LEARNERS", "OnlineResult", "get_learner", "online_learn", "register_learner"]
 
 
@@ -49,22 +51,22 @@ def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 OptimFactory = Callable[[list[torch.Tensor], float], torch.optim.Optimizer]
 
-LEARNERS: dict[str, OptimFactory] = {
-    "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),
-    "adam": lambda p, lr: torch.optim.Adam(p, lr=lr),
-}
+#: Online optimisers by name; a config field `optimizer: LEARNERS.field_type()` accepts any.
+LEARNERS: Registry[OptimFactory] = Registry("online learner")
+LEARNERS.register("sgd", lambda p, lr: torch.optim.SGD(p, lr=lr))
+LEARNERS.register("adam", lambda p, lr: torch.optim.Adam(p, lr=lr))
 
 
-def register_learner(name: str, factory: OptimFactory) -> None:
+def register_learner(name: str, factory: OptimFactory, *, overwrite: bool = False) -> None:
     """Add an optimiser; it must act elementwise so that one instance over the stacked
-    parameters equals one instance per episode."""
-    LEARNERS[name] = factory
+    parameters equals one instance per episode. A name is registered once unless
+    `overwrite`."""
+    LEARNERS.register(name, factory, overwrite=overwrite)
 
 
 def get_learner(name: str) -> OptimFactory:
-    if name not in LEARNERS:
-        raise ValueError(f"unknown learner {name!r}; known: {', '.join(sorted(LEARNERS))}")
-    return LEARNERS[name]
+    """The registered optimiser factory `name` (`sgd`, `adam`, or one you registered)."""
+    return LEARNERS.get(name)
 
 
 def online_learn(
