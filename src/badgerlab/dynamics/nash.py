@@ -85,6 +85,10 @@ def solve_zero_sum(M: np.ndarray | torch.Tensor) -> NashEquilibrium:
     return NashEquilibrium(x, y, float(x @ M @ y))
 
 
+class MaxEntropyError(RuntimeError):
+    """The maximum-entropy point could not be found to the required accuracy."""
+
+
 def _faces(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The face structure of ``{p ∈ Δ : B p <= 0}`` from one LP.
 
@@ -105,11 +109,16 @@ def _faces(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         format="csr",
     )
     bounds = [(0.0, None)] * n + [(0.0, 1.0)] * (n + k)
-    res = scipy.optimize.linprog(
-        c, A_ub=A_ub, b_ub=np.zeros(k + n), bounds=bounds, method="highs-ds"
-    )
-    if res.status != 0 or res.x is None:
-        raise RuntimeError(f"support LP failed: {res.message}")
+    # every optimum has t, s in {0, 1}: the dual simplex, or the interior-point method when
+    # the simplex stalls (it does on some tables with many copies)
+    for method in ("highs-ds", "highs-ipm"):
+        res = scipy.optimize.linprog(
+            c, A_ub=A_ub, b_ub=np.zeros(k + n), bounds=bounds, method=method
+        )
+        if res.status == 0 and res.x is not None:
+            break
+    else:
+        raise MaxEntropyError(f"support LP failed: {res.message}")
     q, t, s = res.x[:n], res.x[n : 2 * n], res.x[2 * n :]
     support = t > 0.5
     if not support.any():
@@ -125,23 +134,28 @@ def _null_space(K: np.ndarray) -> np.ndarray:
     return Vt[rank:].T  # (n, n - rank)
 
 
-class MaxEntropyError(RuntimeError):
-    """The maximum-entropy point could not be found to the required accuracy."""
-
-
 def _center(
     x0: np.ndarray, N: np.ndarray, BI: np.ndarray, rI0: np.ndarray, z: np.ndarray, t: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """Damped Newton on ``φ_t(z) = t Σ x log x - Σ log x - Σ log r`` with ``x = x0 + N z``,
-    ``r = rI0 - BI z``; every accepted step keeps ``x > 0`` and ``r > 0``."""
+    ``r = rI0 - BI z``; every accepted step keeps ``x > 0`` and ``r > 0``. Returns ``z`` and
+    the last Newton decrement ``λ²`` (small when ``z`` is the centre).
 
-    def phi(z: np.ndarray) -> float:
-        x, r = x0 + N @ z, rI0 - BI @ z
-        if x.min() <= 0 or (len(r) and r.min() <= 0):
-            return np.inf
-        return t * float(x @ np.log(x)) - float(np.log(x).sum()) - float(np.log(r).sum())
+    The line search compares ``φ_t(z + s Δz) - φ_t(z)`` computed as a difference (with
+    ``log1p`` of the relative changes), never two values of ``φ_t`` of size ``t``: at
+    ``t ~ 1e13`` those differ in digits that float64 no longer holds.
+    """
 
-    f = phi(z)
+    def change(x: np.ndarray, r: np.ndarray, dx: np.ndarray, dr: np.ndarray) -> float:
+        u, w = dx / x, dr / r
+        if u.min(initial=0.0) <= -1.0 or w.min(initial=0.0) <= -1.0:
+            return np.inf  # the step leaves the interior
+        lu, lw = np.log1p(u), np.log1p(w)
+        # Σ (x+dx) log(x+dx) - x log x = Σ dx log x + (x + dx) log1p(u)
+        ent = float(dx @ np.log(x)) + float((x + dx) @ lu)
+        return t * ent - float(lu.sum()) - float(lw.sum())
+
+    decrement = np.inf
     for _ in range(100):
         x, r = x0 + N @ z, rI0 - BI @ z
         g = N.T @ (t * (np.log(x) + 1.0) - 1.0 / x) + BI.T @ (1.0 / r)  # (d,)
@@ -153,16 +167,49 @@ def _center(
         decrement = float(-g @ dz)
         if not np.isfinite(decrement) or decrement / 2 <= 1e-13:
             break
+        Ndz, Bdz = N @ dz, -(BI @ dz)
         step = 1.0
-        while True:
-            f_new = phi(z + step * dz)
-            if f_new <= f - 0.25 * step * decrement:
-                break
+        while change(x, r, step * Ndz, step * Bdz) > -0.25 * step * decrement:
             step *= 0.5
-            if step < 1e-14:
-                return z  # no descent left at this precision: keep the last feasible point
-        z, f = z + step * dz, f_new
-    return z
+            if step < 1e-14:  # no descent left at this precision: keep the last point
+                return z, decrement
+        z = z + step * dz
+    return z, decrement
+
+
+def _rows(B: np.ndarray) -> np.ndarray:
+    """``B`` with each row scaled to max-abs 1 and zero rows dropped (the polytope is the
+    same; the LPs and the barrier see entries of one scale)."""
+    scale = np.abs(B).max(axis=1)
+    keep = scale > 0
+    return B[keep] / scale[keep, None]
+
+
+def _interior(x0: np.ndarray, N: np.ndarray, BI: np.ndarray, rI0: np.ndarray) -> np.ndarray:
+    """``z`` with ``x0 + N z > 0`` and ``rI0 - BI z > 0``: ``0`` when the LP's point already is
+    comfortably interior, else the point of largest margin ``δ`` (one LP in ``(z, δ)``)."""
+    d = N.shape[1]
+    margin = min(x0.min(), rI0.min() if rI0.size else np.inf)
+    if margin > 1e-9:
+        return np.zeros(d)
+    c = np.zeros(d + 1)
+    c[-1] = -1.0
+    A_ub = np.vstack(
+        [np.hstack([-N, np.ones((len(x0), 1))]), np.hstack([BI, np.ones((len(rI0), 1))])]
+    )
+    res = scipy.optimize.linprog(
+        c,
+        A_ub=A_ub,
+        b_ub=np.concatenate([x0, rI0]),
+        bounds=[(None, None)] * d + [(None, 1.0)],
+        method="highs",
+    )
+    if res.status != 0 or res.x is None or res.x[-1] <= 0:
+        raise MaxEntropyError(
+            "no strictly interior point on the face of largest support "
+            f"({res.message if res.x is None else f'margin {res.x[-1]:.3g}'})"
+        )
+    return res.x[:d]
 
 
 def max_entropy_point(B: np.ndarray | torch.Tensor, *, gap: float = 1e-11) -> np.ndarray:
@@ -177,8 +224,10 @@ def max_entropy_point(B: np.ndarray | torch.Tensor, *, gap: float = 1e-11) -> np
     ``B`` is ``(k, n)``; returns ``p`` ``(n,)``. Raises ``MaxEntropyError`` when the result is
     not a probability vector with ``max(B p) <= 1e-9``.
     """
-    B = _matrix(B, "B")
+    B = _rows(_matrix(B, "B"))
     k, n = B.shape
+    if k == 0:  # no constraint is left: the whole simplex
+        return np.full(n, 1.0 / n)
     support, slack, p0 = _faces(B)
     p = np.zeros(n)
     idx = np.flatnonzero(support)
@@ -191,14 +240,18 @@ def max_entropy_point(B: np.ndarray | torch.Tensor, *, gap: float = 1e-11) -> np
     N = _null_space(K)  # (|S|, d)
     BI = BS[slack] @ N  # (|I|, d): how each slack row moves along the affine set
     rI0 = -(BS[slack] @ x0)  # (|I|,) > 0 slack at p0
-    if N.shape[1] > 0 and x0.min() > 0 and (rI0.size == 0 or rI0.min() > 0):
-        z = np.zeros(N.shape[1])
+    if N.shape[1] > 0:
+        z = _interior(x0, N, BI, rI0)
         t = 1.0
         while True:
-            z = _center(x0, N, BI, rI0, z, t)
+            z, decrement = _center(x0, N, BI, rI0, z, t)
             if (len(idx) + len(rI0)) / t < gap:
                 break
             t *= 10.0
+        if not decrement <= 1e-6:  # φ_t within ~λ² of its minimum: entropy within λ²/t
+            raise MaxEntropyError(
+                f"the barrier's last Newton solve did not converge (decrement {decrement:.3g})"
+            )
         x = x0 + N @ z
     else:
         x = x0
@@ -238,8 +291,17 @@ class NashAveraging(NamedTuple):
 def nash_averaging(A: np.ndarray | torch.Tensor) -> NashAveraging:
     """Nash averaging (Balduzzi 2018, §4): ``p*`` = max-entropy Nash of ``A``, ratings ``A p*``.
 
-    Invariant to redundancy: adding a copy of an agent splits its mass between the copies and
-    leaves every rating unchanged.
+    Redundancy. A copy ``k'`` of agent ``k`` always gets the same mass as ``k`` (the
+    max-entropy point is unique and the copies are interchangeable). Merging the copies maps
+    the new Nash set onto the old one ``X*``, and on it the new objective is
+    ``H(q) + q_k log 2``, not ``H(q)``. So the ratings are unchanged exactly when that shift
+    does not move them: when ``A q`` is the same for every ``q ∈ X*`` — in particular when the
+    Nash is unique, or when ``k`` is played by no Nash (then the copy gets 0). Otherwise
+    (5,3-Blotto: the Nash set is a polytope along which the ratings of unplayed strategies
+    range over e.g. [-0.75, -1/3]) copying a played agent moves mass towards it and changes
+    the ratings of the agents off the support — Balduzzi 2018's invariance assumes a unique
+    Nash, and this is the maths, not a numerical error. The agents the Nash plays are always
+    rated 0.
     """
     A = check_antisymmetric(A)
     p = max_entropy_nash(A)
