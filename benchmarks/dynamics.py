@@ -1,8 +1,9 @@
-"""alpha-Rank, Nash averaging and a PSRO iteration on Blotto against OpenSpiel, same inputs.
+"""alpha-Rank (local and Moran), Nash averaging and PSRO on Blotto against OpenSpiel, same inputs.
 
 Prints one JSON object: seconds for badgerlab and OpenSpiel and their ratio
 (``openspiel_s / ours_s``, > 1 means badgerlab is faster), plus the largest difference of the
-answers. Run: ``python benchmarks/dynamics.py [--sizes 100 300 1000] [--nash-sizes ...]``.
+answers. Run: ``python benchmarks/dynamics.py [--sizes 100 300 1000] [--moran-sizes 10 30]
+[--nash-sizes ...]``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,26 @@ def bench_alpharank(n: int, *, alpha: float = 1.0, m: int = 50) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs_s, theirs = _time(lambda: osa.compute([M], alpha=alpha, m=m)[2])
+    return {
+        "n": n,
+        "ours_s": ours_s,
+        "openspiel_s": theirs_s,
+        "ratio": theirs_s / ours_s,
+        "max_abs_diff": float(np.abs(ours - theirs).max()),
+    }
+
+
+def bench_alpharank_moran(n: int, *, alpha: float = 1.0, m: int = 50) -> dict:
+    """The finite-population (Moran) model: OpenSpiel's double loop over l and p per pair."""
+    from open_spiel.python.egt import alpharank as osa
+
+    M = np.random.default_rng(n).uniform(size=(n, n))
+    ours_s, ours = _time(lambda: alpharank([M], alpha=alpha, m=m, selection="moran").pi, repeat=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs_s, theirs = _time(
+            lambda: osa.compute([M], alpha=alpha, m=m, use_local_selection_model=False)[2]
+        )
     return {
         "n": n,
         "ours_s": ours_s,
@@ -124,12 +145,14 @@ def bench_psro_blotto(iterations: int = 10, coins: int = 10, fields: int = 3) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--moran-sizes", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--nash-sizes", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--psro-iterations", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = {
         "alpharank": [bench_alpharank(n) for n in args.sizes],
+        "alpharank_moran": [bench_alpharank_moran(n) for n in args.moran_sizes],
         "nash_averaging": [bench_nash_averaging(n) for n in args.nash_sizes],
         "psro_blotto": bench_psro_blotto(args.psro_iterations),
         "note": "ratio = openspiel_s / ours_s (> 1: badgerlab faster); one thread each",

@@ -7,12 +7,24 @@ invaded by a mutant ``r`` that fixates with probability (Fermi selection at inte
     ρ(u) = (1 - e^{-u}) / (1 - e^{-m u}),   u = α (f(r) - f(s)),   ρ(0) = 1/m,
 
 and the chain moves ``s -> r`` with probability ``η ρ`` (``η = 1 / Σ_k (|S_k| - 1)``). The
-ranking is the chain's stationary distribution ``π``. We follow OpenSpiel's local selection
-model: in the single-population case ``f(r) - f(s) = M[r, s] - M[s, r]``; with ``K``
-populations the profiles differ in one population ``k`` and ``f = M_k[profile]``.
+ranking is the chain's stationary distribution ``π``. Two selection models, as in OpenSpiel:
+
+- ``local`` (the paper's large-population form): in the single-population case
+  ``f(r) - f(s) = M[r, s] - M[s, r]``, the mutant and the resident each against the other;
+- ``moran`` (the finite-population Moran process of the paper's appendix, Eq. 2; Han et al.
+  2013): with ``p`` mutants among ``m`` individuals each plays the other ``m - 1``,
+  ``f_r(p) = ((p-1) M[r,r] + (m-p) M[r,s]) / (m-1)``,
+  ``f_s(p) = ((m-p-1) M[s,s] + p M[s,r]) / (m-1)``, and
+  ``ρ = 1 / Σ_{l=0}^{m-1} Π_{p=1}^{l} e^{-α (f_r(p) - f_s(p))}``.
+
+With ``K`` populations the profiles differ in one population ``k`` and ``f = M_k[profile]``;
+an individual meets only the other populations, whose strategies are fixed, so its fitness does
+not depend on ``p`` and both models give the closed form above (OpenSpiel computes it so too).
 
 Numerics: for ``u < 0`` the form above overflows at large ``α``; we use
-``ρ = e^{(m-1)u} expm1(u) / expm1(m u)``, which underflows to 0 instead. The stationary
+``ρ = e^{(m-1)u} expm1(u) / expm1(m u)``, which underflows to 0 instead. The Moran sum's
+exponent is a quadratic in ``l``, so ``ρ = exp(-logsumexp_l L_l)`` in closed form, finite at any
+``α``. The stationary
 distribution is computed per closed communicating class with the GTH algorithm (Grassmann,
 Taksar & Heyman 1985), which has no subtractions and stays accurate when transition
 probabilities span hundreds of orders of magnitude. A chain with several closed classes has
@@ -36,9 +48,13 @@ __all__ = [
     "AlphaRankResult",
     "alpharank",
     "fixation_probability",
+    "moran_fixation_probabilities",
     "stationary_distributions",
     "transition_matrix",
 ]
+
+
+SELECTIONS = ("local", "moran")
 
 
 class AlphaRankResult(NamedTuple):
@@ -73,8 +89,7 @@ def fixation_probability(u: np.ndarray | float, m: int) -> np.ndarray:
     >>> fixation_probability(np.array([-1e4 * 50, 0.0, 1e4]), 50).tolist()
     [0.0, 0.02, 1.0]
     """
-    if m < 2:
-        raise ValueError(f"population size m must be >= 2, got {m}")
+    m = _population_size(m)
     u = np.asarray(u, dtype=np.float64)
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         pos = np.expm1(-u) / np.expm1(-m * u)  # finite for u > 0
@@ -84,20 +99,51 @@ def fixation_probability(u: np.ndarray | float, m: int) -> np.ndarray:
     return np.where(np.abs(u) < 1e-14, 1.0 / m, rho)
 
 
+def _population_size(m) -> int:
+    """``m`` as an int, or ValueError unless it is an integer >= 2 (2.0 is accepted)."""
+    if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)):
+        raise ValueError(f"population size m must be an integer >= 2, got {m!r}")
+    if not (math.isfinite(m) and float(m).is_integer() and m >= 2):
+        raise ValueError(f"population size m must be an integer >= 2, got {m!r}")
+    return int(m)
+
+
+def _as_float(t, name: str) -> np.ndarray:
+    try:
+        return np.asarray(t, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} is not an array of numbers ({err})") from None
+
+
 def _tables(payoffs) -> list[np.ndarray]:
+    """One square table (an array, a tensor, nested lists, or a list holding one table) or
+    ``K`` tables of shape ``(n_1, ..., n_K)``."""
     if isinstance(payoffs, (np.ndarray, torch.Tensor)):
-        tables = [np.asarray(payoffs, dtype=np.float64)]
-    elif isinstance(payoffs, Sequence) and len(payoffs) > 0:
-        tables = [np.asarray(t, dtype=np.float64) for t in payoffs]
+        tables = [_as_float(payoffs, "payoffs")]
+    elif isinstance(payoffs, Sequence) and not isinstance(payoffs, (str, bytes)):
+        if len(payoffs) == 0:
+            raise ValueError("payoffs must not be empty")
+        first = np.asarray(payoffs[0], dtype=object)
+        if first.ndim == 1:  # rows of one table given as nested lists, e.g. RPS.tolist()
+            tables = [_as_float(payoffs, "payoffs")]
+        else:
+            tables = [_as_float(t, f"payoffs[{k}]") for k, t in enumerate(payoffs)]
     else:
-        raise TypeError("payoffs must be an array or a non-empty list of arrays")
+        raise ValueError(
+            f"payoffs must be an array or a list of arrays, got {type(payoffs).__name__}"
+        )
     for k, t in enumerate(tables):
+        if t.size == 0:
+            raise ValueError(f"payoffs[{k}] is empty (shape {t.shape})")
         if not np.all(np.isfinite(t)):
             raise ValueError(f"payoffs[{k}] has NaN or infinite entries")
     if len(tables) == 1:
         M = tables[0]
         if M.ndim != 2 or M.shape[0] != M.shape[1]:
-            raise ValueError(f"a single-population payoff table must be square, got {M.shape}")
+            raise ValueError(
+                f"payoffs: a single-population table must be square (n, n), got {M.shape}; "
+                "K populations take a list of K tables of shape (n_1, ..., n_K)"
+            )
     else:
         K = len(tables)
         shape = tables[0].shape
@@ -118,27 +164,75 @@ def _rates(diff: np.ndarray, alpha: float, m: int, eps: float) -> np.ndarray:
     return fixation_probability(alpha * diff, m)
 
 
+def moran_fixation_probabilities(M: np.ndarray, *, alpha: float, m: int) -> np.ndarray:
+    """``ρ[s, r]``: a single ``r`` mutant fixating in ``m`` individuals playing ``s`` ``(n, n)``.
+
+    The Moran process of Omidshafiei et al. 2019 (App., Eq. 2) on one population, each
+    individual playing the other ``m - 1``: ``ρ = 1 / Σ_{l=0}^{m-1} e^{L_l}`` with
+    ``L_l = -α Σ_{p=1}^{l} (f_r(p) - f_s(p))``. ``f_r(p) - f_s(p) = (a p + b) / (m-1)`` with
+    ``a = M_rr - M_rs + M_ss - M_sr`` and ``b = m M_rs - M_rr - (m-1) M_ss``, so
+    ``L_l = -α (a l(l+1)/2 + b l) / (m-1)`` and ``ρ = exp(-logsumexp(L))`` — no overflow at
+    any ``α``. The diagonal is ``1/m`` (neutral drift).
+    """
+    M = np.asarray(M, dtype=np.float64)
+    m = _population_size(m)
+    d = np.diag(M)
+    Mrs = M.T  # Mrs[s, r] = M[r, s]: the mutant r against the resident s
+    a = d[None, :] - Mrs + d[:, None] - M  # (n, n) indexed [s, r]
+    b = m * Mrs - d[None, :] - (m - 1) * d[:, None]
+    c = -alpha / (m - 1)
+    # streaming logsumexp over l = 0..m-1 (L_0 = 0): O(n²) memory, m passes
+    top = np.zeros_like(M)
+    acc = np.ones_like(M)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for ell in range(1, m):
+            L = c * (a * (ell * (ell + 1) / 2) + b * ell)
+            new = np.maximum(top, L)
+            acc = acc * np.exp(top - new) + np.exp(L - new)
+            top = new
+        rho = np.exp(-(top + np.log(acc)))
+    return np.where(np.isposinf(top), 0.0, rho)  # an exponent past float64: ρ = 0
+
+
 def transition_matrix(
-    payoffs, *, alpha: float = 100.0, m: int = 50, inf_alpha_eps: float = 0.01
+    payoffs,
+    *,
+    alpha: float = 100.0,
+    m: int = 50,
+    inf_alpha_eps: float = 0.01,
+    selection: str = "local",
 ) -> tuple[np.ndarray, tuple[int, ...]]:
     """The alpha-Rank Markov matrix ``C`` ``(P, P)`` and the strategies per population.
 
     Profiles of several populations are numbered in C order (the last population fastest),
-    as OpenSpiel numbers them.
+    as OpenSpiel numbers them. ``selection``: ``local`` or ``moran`` (module docstring).
     """
     tables = _tables(payoffs)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise ValueError(f"alpha must be a number > 0 (or inf), got {alpha!r}")
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0 (or inf), got {alpha}")
+    m = _population_size(m)
     if not 0.0 <= inf_alpha_eps <= 0.5:
         raise ValueError(f"inf_alpha_eps must be in [0, 0.5], got {inf_alpha_eps}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     if len(tables) == 1:
         M = tables[0]
         n = M.shape[0]
         if n == 1:
             return np.ones((1, 1)), (1,)
         eta = 1.0 / (n - 1)
-        C = eta * _rates(M - M.T, alpha, m, inf_alpha_eps)  # C[s, r] uses M[r, s] - M[s, r]
-        C = C.T.copy()
+        if selection == "moran":
+            if math.isinf(alpha):
+                raise ValueError(
+                    "alpha=inf is the response graph of the local model; selection='moran' "
+                    "needs a finite alpha"
+                )
+            C = eta * moran_fixation_probabilities(M, alpha=alpha, m=m)  # C[s, r]
+        else:
+            C = eta * _rates(M - M.T, alpha, m, inf_alpha_eps)  # C[s, r]: M[r, s] - M[s, r]
+            C = C.T.copy()
         np.fill_diagonal(C, 0.0)
         np.fill_diagonal(C, 1.0 - C.sum(axis=1))
         return C, (n,)
@@ -240,6 +334,7 @@ def alpharank(
     m: int = 50,
     inf_alpha_eps: float = 0.01,
     method: str = "auto",
+    selection: str = "local",
 ) -> AlphaRankResult:
     """alpha-Rank of a single-population (``M`` ``(n, n)``) or K-population game.
 
@@ -247,13 +342,17 @@ def alpharank(
     one table, like OpenSpiel), or ``K`` tables each of shape ``(n_1, ..., n_K)`` where
     ``tables[k][profile]`` is population ``k``'s payoff. ``alpha = math.inf`` is the
     infinite-α limit on the response graph perturbed by ``inf_alpha_eps`` (0 keeps it
-    unperturbed, which usually has several stationary distributions).
+    unperturbed, which usually has several stationary distributions). ``selection``:
+    ``local`` (default, as OpenSpiel's default) or ``moran``, the finite-population model
+    (OpenSpiel's ``use_local_selection_model=False``); the two differ only for one population.
 
     >>> from badgerlab.dynamics.games import rock_paper_scissors
     >>> alpharank(rock_paper_scissors(), alpha=1e4).pi.round(6).tolist()
     [0.333333, 0.333333, 0.333333]
     """
-    C, shape = transition_matrix(payoffs, alpha=alpha, m=m, inf_alpha_eps=inf_alpha_eps)
+    C, shape = transition_matrix(
+        payoffs, alpha=alpha, m=m, inf_alpha_eps=inf_alpha_eps, selection=selection
+    )
     stationary, classes = stationary_distributions(C, method=method)
     pi = stationary.mean(axis=0)
     return AlphaRankResult(pi, len(classes) == 1, stationary, classes, C, shape)
