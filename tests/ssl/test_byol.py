@@ -304,3 +304,17 @@ def _toy_run(predictor: bool, seed: int = 0, steps: int = 150) -> float:
 def test_without_the_predictor_the_projections_collapse_with_it_they_do_not():
     assert _toy_run(predictor=False) < COLLAPSED
     assert _toy_run(predictor=True) > HEALTHY
+
+
+def test_byol_digits_config_rejects_cross_field_errors():
+    from badgerlab.experiment import ConfigError
+    from badgerlab.experiments.byol_digits import EXPERIMENT
+
+    for overrides, name in [
+        ({"temperatures": [0.5, 0.1]}, "temperatures"),
+        ({"probe_cs": []}, "probe_cs"),
+        ({"train_size": 100, "batch_size": 64}, "batch_size"),
+        ({"temperatures": [0.0, 0.5]}, "temperatures"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            EXPERIMENT.config("smoke", overrides)
