@@ -104,9 +104,10 @@ def bench_psro_blotto(iterations: int = 10, coins: int = 10, fields: int = 3) ->
 
     # badgerlab: PSRO with exact best responses; building the payoff matrix is setup
     setup_s, A = _time(lambda: blotto(coins, fields))
-    # both sides use the uniform meta-solver: OpenSpiel's Nash LP fails (cvxpy returns no
-    # solution) on the 1x1 meta-game of the first iteration in this environment
-    ps = PSRO(MatrixOracle(A), meta_solver="uniform", response="nash")
+    # both sides average every iteration's response: OpenSpiel's "uniform" meta-strategy over
+    # its policy list, which keeps repeated best responses, is our fictitious play (OpenSpiel's
+    # Nash LP fails, cvxpy returning no solution, on the first 1x1 meta-game here)
+    ps = PSRO(MatrixOracle(A), meta_solver="fictitious_play", response="nash")
     ours_s, _ = _time(lambda: ps.run(iterations))
     # OpenSpiel: psro_v2 with its exact (tabular) best-response oracle on turn-based Blotto
     game = pyspiel.load_game_as_turn_based(f"blotto(coins={coins},fields={fields},players=2)")
@@ -138,7 +139,7 @@ def bench_psro_blotto(iterations: int = 10, coins: int = 10, fields: int = 3) ->
         "ours_setup_s": setup_s,
         "openspiel_setup_s": theirs_setup,
         "ours_final_exploitability": ps.history[-1]["exploitability"],
-        "meta_solver": "uniform (both)",
+        "meta_solver": "fictitious_play (ours), uniform over the policy list (OpenSpiel)",
     }
 
 

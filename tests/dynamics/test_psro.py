@@ -1,4 +1,5 @@
-"""PSRO: every meta-solver and response scheme; Blotto, the disc game, Kuhn and Leduc poker."""
+"""PSRO: every meta-solver and response scheme, fictitious play against a hand-written one;
+Blotto, the disc game, Kuhn and Leduc poker."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from badgerlab.dynamics.psro import (
     FunctionalOracle,
     MatrixOracle,
     OpenSpielOracle,
+    fictitious_play,
     get_meta_solver,
     register_meta_solver,
 )
@@ -105,3 +107,81 @@ def test_leduc_uniform_nash_conv(pyspiel):
     assert 2 * oracle.exploitability(pops, [np.ones(1), np.ones(1)]) == pytest.approx(
         4.7472222, abs=1e-6
     )
+
+
+# --- fictitious play: counts over the multiset of iterations' best responses
+
+
+def _hand_fictitious_play(A: np.ndarray, start: int, iterations: int) -> list[float]:
+    """Brown's fictitious play on a symmetric matrix game, written out: exploitabilities."""
+    counts = np.zeros(A.shape[0])
+    counts[start] = 1
+    out = [float((A @ (counts / counts.sum())).max())]
+    for _ in range(iterations):
+        counts[int(np.argmax(A @ (counts / counts.sum())))] += 1
+        out.append(float((A @ (counts / counts.sum())).max()))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fictitious_play_is_brown_fictitious_play(seed):
+    A = G.random_skew_symmetric(8, rng=seed)  # generic payoffs: no ties in any argmax
+    ps = PSRO(MatrixOracle(A, start=3), meta_solver="fictitious_play", response="nash")
+    hist = ps.run(40)
+    expected = _hand_fictitious_play(A, 3, 40)
+    np.testing.assert_allclose([h["exploitability"] for h in hist], expected, atol=1e-12)
+    # every iteration's response is counted, duplicates included
+    assert sum(ps.counts[0]) == 41
+    assert len(ps.populations[0]) < 41  # some responses were already in the population
+    np.testing.assert_allclose(ps.sigmas()[0], np.array(ps.counts[0]) / 41)
+
+
+def test_fictitious_play_keeps_improving_where_uniform_freezes():
+    A = G.blotto(10, 3)
+    curves = {}
+    for solver, response in [("uniform", "nash"), ("fictitious_play", "nash"), ("nash", "nash")]:
+        hist = PSRO(MatrixOracle(A), meta_solver=solver, response=response).run(66)
+        curves[solver] = [h["exploitability"] for h in hist]
+    self_play = PSRO(MatrixOracle(A), response="self_play").run(66)[-1]["exploitability"]
+    uni, fp = curves["uniform"], curves["fictitious_play"]
+    assert uni[6:] == [uni[6]] * len(uni[6:])  # uniform over distinct policies: frozen
+    assert fp[-1] < 0.5 * fp[5] and fp[-1] < self_play
+    first = {k: next((i for i, e in enumerate(c) if e <= 1e-6), len(c)) for k, c in curves.items()}
+    assert first["nash"] < first["fictitious_play"]
+
+
+def test_fictitious_play_on_kuhn_poker_counts_each_player(pyspiel):
+    ps = PSRO(OpenSpielOracle("kuhn_poker"), meta_solver="fictitious_play", response="nash")
+    hist = ps.run(15)
+    assert [sum(c) for c in ps.counts] == [16, 16]
+    assert any(len(p) < 16 for p in ps.populations)  # a best response came back
+    e = [h["exploitability"] for h in hist]
+    assert e[-1] < 0.5 * e[5]
+    x, y = ps.sigmas()
+    np.testing.assert_allclose(x, np.array(ps.counts[0]) / 16)
+    np.testing.assert_allclose(y, np.array(ps.counts[1]) / 16)
+
+
+def test_fictitious_play_solver_weighs_by_counts():
+    M = np.zeros((3, 2))
+    x, y = fictitious_play(M, False, counts=[np.array([1, 2, 1]), np.array([3, 1])])
+    np.testing.assert_allclose(x, [0.25, 0.5, 0.25])
+    np.testing.assert_allclose(y, [0.75, 0.25])
+    np.testing.assert_allclose(fictitious_play(M, False)[0], 1 / 3)  # no counts: each once
+    with pytest.raises(ValueError, match="counts"):
+        fictitious_play(M, False, counts=[np.array([1, 2]), np.array([3, 1])])
+
+
+def test_a_registered_solver_with_counts_receives_them():
+    seen = []
+
+    def solver(M, symmetric, *, counts=None):
+        seen.append([list(c) for c in counts])
+        return fictitious_play(M, symmetric, counts=counts)
+
+    register_meta_solver("spy", solver)
+    try:
+        PSRO(MatrixOracle(G.rock_paper_scissors()), meta_solver="spy").run(3)
+    finally:
+        META_SOLVERS.pop("spy")
+    assert seen[0] == [[1]] and all(sum(c[0]) >= 1 for c in seen)

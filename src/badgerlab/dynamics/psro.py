@@ -2,7 +2,11 @@
 
 PSRO (Lanctot et al. 2017, https://arxiv.org/abs/1711.00832) grows a population per player:
 each iteration solves the meta-game ``M`` (payoffs between population members) with a
-meta-solver, then adds best responses chosen by a response scheme:
+meta-solver, then adds best responses chosen by a response scheme. A best response that is
+already in the population is not added again but counted: ``PSRO.counts`` holds, per
+population, how many iterations produced each policy, which is what fictitious play averages
+over (``meta_solver="fictitious_play"``, Brown 1951: the uniform mixture of every iteration's
+best response, duplicates included). The response schemes:
 
 - ``self_play``: a best response to the opponent's newest policy;
 - ``nash``: a best response to the meta-strategy ``σ`` (PSRO-Nash when the solver is Nash);
@@ -20,6 +24,8 @@ games, and OpenSpiel's exact best response on two-player games such as Kuhn and 
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +47,7 @@ __all__ = [
     "OpenSpielOracle",
     "Oracle",
     "PSRO",
+    "fictitious_play",
     "fixed_memory_fictitious_play",
     "get_meta_solver",
     "projected_replicator_dynamics",
@@ -55,8 +62,40 @@ MetaSolver = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray]]
 
 
 def uniform_solver(M: np.ndarray, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform over the *distinct* policies: not fictitious play.
+
+    A best response that is already in the population leaves this meta-strategy unchanged,
+    so PSRO with it can freeze (Kuhn at exploitability 0.4896 from iteration 1, 10,3-Blotto at
+    0.833 from iteration 6). Kept because it is the "uniform" of papers whose oracles never
+    return a policy twice (gradient responses on functional forms), and as the baseline the
+    freezing is measured against; use ``fictitious_play`` for fictitious play.
+    """
     k0, k1 = M.shape
     return np.full(k0, 1.0 / k0), np.full(k1, 1.0 / k1)
+
+
+def fictitious_play(
+    M: np.ndarray, symmetric: bool, *, counts: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fictitious play's meta-strategy: ``σ_i = c_i / Σ_j c_j`` with ``c_i`` the number of
+    iterations whose best response was policy ``i`` (the initial policy counts once).
+
+    The uniform mixture over the multiset of all responses so far, duplicates included
+    (Brown 1951; PSRO with this solver and Nash responses is fictitious play, Lanctot 2017
+    §3). ``counts``: one ``(k_p,)`` array per population (one when ``symmetric``); without
+    them every policy counts once.
+    """
+    k0, k1 = M.shape
+    if counts is None:
+        return uniform_solver(M, symmetric)
+    c0 = np.asarray(counts[0], dtype=np.float64)
+    c1 = c0 if symmetric else np.asarray(counts[1], dtype=np.float64)
+    if c0.shape != (k0,) or c1.shape != (k1,) or min(c0.min(), c1.min()) <= 0:
+        raise ValueError(
+            f"counts must be positive with shapes ({k0},) and ({k1},), got "
+            f"{c0.shape} and {c1.shape}"
+        )
+    return c0 / c0.sum(), c1 / c1.sum()
 
 
 def nash_solver(M: np.ndarray, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +145,7 @@ def alpharank_solver(
 
 META_SOLVERS: Registry[MetaSolver] = Registry("meta_solver")
 META_SOLVERS.register("uniform", uniform_solver)
+META_SOLVERS.register("fictitious_play", fictitious_play)
 META_SOLVERS.register("nash", nash_solver)
 META_SOLVERS.register("prd", projected_replicator_dynamics)
 META_SOLVERS.register("alpharank", alpharank_solver)
@@ -118,13 +158,21 @@ def get_meta_solver(name: str) -> MetaSolver:
 
 def register_meta_solver(name: str, fn: MetaSolver, *, overwrite: bool = False) -> None:
     """Add a meta-solver ``fn(M, symmetric) -> (σ_row, σ_col)`` under ``name``; it can then be
-    chosen by name, e.g. `--set meta_solver=NAME` in `dynamics-psro`."""
+    chosen by name, e.g. `--set meta_solver=NAME` in `dynamics-psro`. A solver with a
+    ``counts`` keyword is given the per-policy response counts (as ``fictitious_play``)."""
     if not callable(fn):
         raise TypeError(f"meta-solver {name!r} must be callable")
     META_SOLVERS.register(name, fn, overwrite=overwrite)
 
 
 RESPONSES = ("self_play", "nash", "rectified", "pipeline")
+
+
+def _takes_counts(fn: Callable) -> bool:
+    try:
+        return "counts" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +357,9 @@ class PSRO:
     ``populations[p]`` holds player ``p``'s policies (one population when the game is
     symmetric), ``M`` the meta-game between them (row payoffs), ``history`` one record per
     iteration: exploitability of the meta-strategy, population size, effective diversity
-    (symmetric games only).
+    (symmetric games only). ``counts[p][i]``: how many iterations returned policy ``i`` of
+    population ``p`` (1 for the initial policy and for each new one; a best response equal
+    to a member adds 1 to that member instead of a copy).
     """
 
     oracle: Oracle
@@ -318,12 +368,14 @@ class PSRO:
     n_active: int = 2
     plateau_tol: float = 1e-3
     populations: list[list] = field(default_factory=list)
+    counts: list[list[int]] = field(default_factory=list)
     n_fixed: list[int] = field(default_factory=list)
     M: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     history: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._solver = get_meta_solver(self.meta_solver)
+        self._with_counts = _takes_counts(self._solver)
         if self.response not in RESPONSES:
             raise ValueError(f"unknown response {self.response!r}; known: {', '.join(RESPONSES)}")
         if self.n_active < 1:
@@ -331,6 +383,7 @@ class PSRO:
         if not self.populations:
             self.populations = self.oracle.initial()
             self.n_fixed = [len(p) for p in self.populations]
+            self._sync_counts()
             self._rebuild()
             self.history.append(self._measure())
 
@@ -356,8 +409,22 @@ class PSRO:
                         M[i, j] = self.oracle.payoff(rows[i], cols[j])
         self.M = M
 
+    def _sync_counts(self) -> None:
+        """One count for every policy added without one (initial, new, pipeline copies)."""
+        while len(self.counts) < len(self.populations):
+            self.counts.append([])
+        for c, pop in zip(self.counts, self.populations, strict=True):
+            c.extend([1] * (len(pop) - len(c)))
+
     def sigmas(self, M: np.ndarray | None = None) -> list[np.ndarray]:
-        x, y = self._solver(self.M if M is None else M, self.symmetric)
+        M = self.M if M is None else M
+        if self._with_counts:
+            self._sync_counts()
+            k = M.shape
+            counts = [np.asarray(c[: k[min(i, 1)]]) for i, c in enumerate(self.counts)]
+            x, y = self._solver(M, self.symmetric, counts=counts)
+        else:
+            x, y = self._solver(M, self.symmetric)
         return [x] if self.symmetric else [x, y]
 
     def _measure(self) -> dict[str, float]:
@@ -371,10 +438,15 @@ class PSRO:
         return out
 
     def _add(self, player: int, policy: Any) -> bool:
+        """Add ``policy`` (count 1), or count it once more if the population has it."""
+        self._sync_counts()
         pop = self.populations[player]
-        if any(self.oracle.same(policy, q) for q in pop):
-            return False
+        for i, q in enumerate(pop):
+            if self.oracle.same(policy, q):
+                self.counts[player][i] += 1
+                return False
         pop.append(policy)
+        self.counts[player].append(1)
         return True
 
     def step(self) -> dict[str, float]:
@@ -459,6 +531,11 @@ class PSRO:
         return -self.oracle.payoff(theirs, mine)
 
     def run(self, iterations: int) -> list[dict[str, float]]:
+        """``iterations`` more steps (an integer >= 0); returns the whole history."""
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        if iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
         for _ in range(iterations):
             self.step()
         return self.history

@@ -1,4 +1,5 @@
-"""PSRO variants on Blotto, the disc game and Kuhn poker: exploitability and diversity."""
+"""PSRO variants and fictitious play on Blotto, the disc game and Kuhn poker: exploitability
+and diversity."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from badgerlab.experiment import Experiment, ExperimentConfig
 from badgerlab.runs import Claim, RunLike
 
 RESPONSES = ("self_play", "nash", "rectified", "pipeline")
+# fictitious play: best responses to the meta-strategy that counts every iteration's response
+METHODS = (*RESPONSES, "fictitious_play")
 GAMES = ("blotto", "disc", "kuhn")
 
 
@@ -53,6 +56,8 @@ class Config(ExperimentConfig):
 # Fixed by the issue before measuring.
 NASH_MAX = 1e-6  # Blotto: PSRO-Nash exploitability at most this
 SELF_PLAY_MIN = 0.1  # Blotto: self-play exploitability at least this after as many iterations
+FP_HALVES = 0.5  # fictitious play: final exploitability below this fraction of iteration 5's
+FP_EARLY = 5  # ... the iteration it is compared with
 
 
 def _oracle(cfg: Config, game: str, seed: int):
@@ -69,22 +74,28 @@ def _oracle(cfg: Config, game: str, seed: int):
     return OpenSpielOracle("kuhn_poker")
 
 
-def _job(cfg: Config, game: str, response: str, seed: int) -> list[dict]:
-    iters = {"blotto": cfg.blotto_iterations, "disc": cfg.disc_iterations}
-    iters["kuhn"] = cfg.kuhn_iterations
+def _iterations(cfg: Config, game: str) -> int:
+    return {"blotto": cfg.blotto_iterations, "disc": cfg.disc_iterations}.get(
+        game, cfg.kuhn_iterations
+    )
+
+
+def _job(cfg: Config, game: str, method: str, seed: int) -> list[dict]:
+    fp = method == "fictitious_play"
     psro = PSRO(
         _oracle(cfg, game, seed),
-        meta_solver=cfg.meta_solver,
-        response=response,
+        meta_solver="fictitious_play" if fp else cfg.meta_solver,
+        response="nash" if fp else method,
         n_active=cfg.n_active,
     )
-    psro.run(iters[game])
+    psro.run(_iterations(cfg, game))
     return psro.history
 
 
 def train(cfg: Config, run: RunLike) -> dict:
-    """One unit per seed × game × response: a whole PSRO run and its per-iteration history."""
-    jobs = [(g, r, cfg.seed + s) for s in range(cfg.seeds) for g in cfg.games for r in RESPONSES]
+    """One unit per seed × game × method (a response rule, or fictitious play): a whole PSRO
+    run and its per-iteration history."""
+    jobs = [(g, r, cfg.seed + s) for s in range(cfg.seeds) for g in cfg.games for r in METHODS]
     keys = [f"{g}-{r}-s{seed}" for g, r, seed in jobs]
     for unit in run.units(keys, description="psro"):
         game, response, seed = jobs[unit.index]
@@ -112,7 +123,7 @@ def plots(cfg: Config, results: dict, run: RunLike) -> None:
     fig, axes = plt.subplots(1, len(cfg.games), figsize=(4.2 * len(cfg.games), 3.6))
     axes = np.atleast_1d(axes)
     for ax, game in zip(axes, cfg.games, strict=True):
-        for response, style in zip(RESPONSES, ("-", "--", "-.", ":"), strict=True):
+        for response, style in zip(METHODS, ("-", "--", "-.", ":", "-"), strict=True):
             curves = np.array(
                 [
                     d["exploitability"]
@@ -131,9 +142,70 @@ def plots(cfg: Config, results: dict, run: RunLike) -> None:
         fig,
         "exploitability",
         caption="Exploitability of the population's meta-strategy after each PSRO iteration, "
-        "per game and response rule (log scale, mean over seeds): look for the Nash-based "
-        "variants falling towards zero while self-play stays high on the cyclic games.",
+        "per game and response rule, and for fictitious play (log scale, mean over seeds): "
+        "look for the Nash-based variants falling towards zero, fictitious play falling more "
+        "slowly, and self-play staying high on the cyclic games.",
     )
+
+
+def _first_below(curve: list[float], tol: float) -> int:
+    """The first iteration with exploitability <= tol; ``len(curve)`` when none is."""
+    return next((i for i, e in enumerate(curve) if e <= tol), len(curve))
+
+
+def _fictitious_play_claims(cfg: Config, done: list[dict]) -> list[Claim]:
+    """Fictitious play improves (halves from iteration 5), beats self-play, and is slower to
+    reach ``NASH_MAX`` than PSRO-Nash; on Blotto and Kuhn."""
+
+    def curves(game: str, method: str) -> list[list[float]]:
+        return [d["exploitability"] for d in done if d["game"] == game and d["response"] == method]
+
+    out: list[Claim] = []
+    for game in [g for g in ("blotto", "kuhn") if g in cfg.games]:
+        n = _iterations(cfg, game)
+        label = f"{cfg.coins},{cfg.fields}-Blotto" if game == "blotto" else "Kuhn poker"
+        fp = curves(game, "fictitious_play")
+        self_play = "blotto-self-play" if game == "blotto" else "kuhn-self_play-exploitability"
+        seeds = f"{len(fp)} seed(s)"
+        halves = f"{game}-fictitious-play-halves"
+        out += [
+            Claim.measure(
+                halves,
+                f"on {label} fictitious play's exploitability after {n} iterations is below "
+                f"{FP_HALVES} of its value at iteration {FP_EARLY} (ratio; {seeds})",
+                [c[-1] / max(c[FP_EARLY], 1e-300) for c in fp] if n > FP_EARLY else None,
+                paper="fictitious play converges in zero-sum games (Robinson 1951)",
+                op="<",
+                threshold=FP_HALVES,
+            ),
+            Claim.measure(
+                f"{game}-fictitious-play-exploitability",
+                f"on {label} fictitious play's final exploitability ({n} iterations, {seeds}) "
+                "is below self-play's after as many iterations",
+                [c[-1] for c in fp] or None,
+                paper="averaging every response, not only the last, stops the cycling",
+                op="<",
+                threshold={"ref": self_play},
+            ),
+            Claim.measure(
+                f"{game}-fictitious-play-iterations",
+                f"iterations fictitious play needs on {label} to reach exploitability "
+                f"<= {NASH_MAX} ({n + 1} = not within {n})",
+                [_first_below(c, NASH_MAX) for c in fp] or None,
+            ),
+            Claim.measure(
+                f"{game}-nash-faster-than-fictitious-play",
+                f"PSRO-Nash reaches exploitability <= {NASH_MAX} on {label} in fewer iterations "
+                f"than fictitious play ({n + 1} = not within {n}; {seeds})",
+                [_first_below(c, NASH_MAX) for c in curves(game, "nash")] or None,
+                paper="Lanctot 2017: PSRO with a Nash meta-solver (double oracle) converges in "
+                "finitely many iterations on a finite game",
+                op="<",
+                threshold={"ref": f"{game}-fictitious-play-iterations"},
+                requires=[halves],
+            ),
+        ]
+    return out
 
 
 def claims(cfg: Config, results: dict) -> list[Claim]:
@@ -186,7 +258,7 @@ def claims(cfg: Config, results: dict) -> list[Claim]:
                         paper="PSRO-rN grows more diverse populations (Balduzzi 2019, §4)",
                     )
                 )
-    return claims
+    return claims + _fictitious_play_claims(cfg, done)
 
 
 EXPERIMENT = Experiment(
@@ -202,16 +274,17 @@ EXPERIMENT = Experiment(
   year={2019},
   note={arXiv:1901.08106}
 }""",
-    description="Exploitability against iteration for self-play, PSRO-Nash, PSRO-rN and "
-    "pipeline PSRO on Colonel Blotto, the disc game and Kuhn poker (two populations), and the "
-    "effective diversity of the populations they grow.",
-    minutes={"smoke": 0.15, "quick": 2},
+    description="Exploitability against iteration for self-play, PSRO-Nash, PSRO-rN, "
+    "pipeline PSRO and fictitious play (PSRO with the meta-strategy that counts every "
+    "iteration's best response) on Colonel Blotto, the disc game and Kuhn poker (two "
+    "populations), and the effective diversity of the populations they grow.",
+    minutes={"smoke": 0.15, "quick": 0.25},
     Config=Config,
     train=train,
     plots=plots,
     claims=claims,
     scales={
-        "smoke": {"blotto_iterations": 40, "disc_iterations": 4, "kuhn_iterations": 2},
+        "smoke": {"blotto_iterations": 40, "disc_iterations": 4, "kuhn_iterations": 6},
         "paper": {"seeds": 5, "disc_iterations": 100, "kuhn_iterations": 30},
     },
 )
