@@ -133,10 +133,11 @@ def _tables(payoffs) -> list[np.ndarray]:
             f"payoffs must be an array or a list of arrays, got {type(payoffs).__name__}"
         )
     for k, t in enumerate(tables):
+        name = "payoffs" if len(tables) == 1 else f"payoffs[{k}]"
         if t.size == 0:
-            raise ValueError(f"payoffs[{k}] is empty (shape {t.shape})")
+            raise ValueError(f"{name} is empty (shape {t.shape})")
         if not np.all(np.isfinite(t)):
-            raise ValueError(f"payoffs[{k}] has NaN or infinite entries")
+            raise ValueError(f"{name} has NaN or infinite entries")
     if len(tables) == 1:
         M = tables[0]
         if M.ndim != 2 or M.shape[0] != M.shape[1]:
@@ -174,8 +175,10 @@ def moran_fixation_probabilities(M: np.ndarray, *, alpha: float, m: int) -> np.n
     ``L_l = -α (a l(l+1)/2 + b l) / (m-1)`` and ``ρ = exp(-logsumexp(L))`` — no overflow at
     any ``α``. The diagonal is ``1/m`` (neutral drift).
     """
-    M = np.asarray(M, dtype=np.float64)
+    (M,) = _tables(M)
     m = _population_size(m)
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be finite and > 0 for the Moran model, got {alpha}")
     d = np.diag(M)
     Mrs = M.T  # Mrs[s, r] = M[r, s]: the mutant r against the resident s
     a = d[None, :] - Mrs + d[:, None] - M  # (n, n) indexed [s, r]
@@ -303,6 +306,10 @@ def stationary_distributions(
     if method not in ("auto", "gth", "lu"):
         raise ValueError(f"method must be 'auto', 'gth' or 'lu', got {method!r}")
     C = np.asarray(C, dtype=np.float64)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or C.size == 0:
+        raise ValueError(f"C must be a non-empty square matrix, got shape {C.shape}")
+    if not np.all(np.isfinite(C)) or C.min() < 0 or np.abs(C.sum(axis=1) - 1).max() > 1e-9:
+        raise ValueError("C must be row-stochastic (finite, >= 0, each row summing to 1)")
     n = C.shape[0]
     graph = scipy.sparse.csr_matrix((C > 0) & ~np.eye(n, dtype=bool))
     n_comp, labels = scipy.sparse.csgraph.connected_components(

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from badgerlab.dynamics.games import check_antisymmetric
+from badgerlab.dynamics.games import _int_arg, _positive, check_antisymmetric
 
 __all__ = ["RewardEvolution", "evolve_reward", "inner_learning", "reward_fitness"]
 
@@ -92,8 +92,14 @@ def evolve_reward(
     ``starts`` random initial policies, and steps ``θ += lr/(Pσ) Σ rank_i ε_i``.
     """
     A = torch.as_tensor(check_antisymmetric(A))
-    if population < 2 or population % 2:
+    population = _int_arg("population", population, 2)
+    if population % 2:
         raise ValueError(f"population must be even and >= 2, got {population}")
+    generations = _int_arg("generations", generations, 0)
+    starts = _int_arg("starts", starts, 1)
+    inner_steps = _int_arg("inner_steps", inner_steps, 0)
+    sigma, lr = _positive("sigma", sigma), _positive("lr", lr)
+    inner_lr = _positive("inner_lr", inner_lr)
     gen = torch.Generator().manual_seed(seed)
     n = A.shape[0]
     theta = torch.tensor(SELF_PLAY, dtype=torch.float64)

@@ -43,6 +43,30 @@ __all__ = [
 BIASED_RPS = np.array([[0.0, -0.25, 0.5], [0.25, 0.0, -0.05], [-0.5, 0.05, 0.0]])
 
 
+def _int_arg(name: str, value, minimum: int) -> int:
+    """``value`` as an int, or ValueError naming ``name`` unless it is an integer >= minimum
+    (``True``/``False`` and floats such as 2.5 are refused; 3.0 is accepted)."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if isinstance(value, (float, np.floating)) and math.isfinite(value):
+        ok = float(value).is_integer()
+    if not ok or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive(name: str, value, *, allow_zero: bool = False) -> float:
+    """``value`` as a float, or ValueError naming ``name`` unless it is finite and > 0
+    (>= 0 with ``allow_zero``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return v
+
+
 def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """A numpy Generator from a seed, a Generator (returned as is) or None (fresh entropy)."""
     if isinstance(rng, np.random.Generator):
@@ -59,8 +83,8 @@ def check_antisymmetric(
 ) -> np.ndarray:
     """``A`` as float64, or ValueError when it is not a finite antisymmetric square matrix."""
     A = np.asarray(A, dtype=np.float64)
-    if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"{name} must be a square matrix, got shape {A.shape}")
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.size == 0:
+        raise ValueError(f"{name} must be a non-empty square matrix, got shape {A.shape}")
     if not np.all(np.isfinite(A)):
         raise ValueError(f"{name} has NaN or infinite entries")
     scale = max(1.0, float(np.abs(A).max(initial=0.0)))
@@ -82,9 +106,10 @@ def biased_rock_paper_scissors(bias: tuple[float, float, float] | None = None) -
     """
     if bias is None:
         return BIASED_RPS.copy()
-    a, b, c = (float(x) for x in bias)
-    if min(a, b, c) <= 0:
-        raise ValueError(f"bias must be three positive stakes, got {bias}")
+    stakes = np.asarray(bias, dtype=np.float64).ravel()
+    if stakes.shape != (3,) or not np.all(np.isfinite(stakes)) or stakes.min() <= 0:
+        raise ValueError(f"bias must be three positive finite stakes, got {bias!r}")
+    a, b, c = (float(x) for x in stakes)
     return np.array([[0.0, -a, b], [a, 0.0, -c], [-b, c, 0.0]])
 
 
@@ -94,8 +119,8 @@ def blotto_strategies(coins: int, fields: int) -> np.ndarray:
     Ordered lexicographically (first field slowest), which is OpenSpiel's action order for
     ``blotto(coins=.., fields=..)``; there are ``C(coins + fields - 1, fields - 1)`` of them.
     """
-    if coins < 1 or fields < 2:
-        raise ValueError(f"need coins >= 1 and fields >= 2, got coins={coins}, fields={fields}")
+    coins = _int_arg("coins", coins, 1)
+    fields = _int_arg("fields", fields, 2)
     rows = [c for c in itertools.product(range(coins + 1), repeat=fields) if sum(c) == coins]
     return np.array(rows, dtype=np.int64)
 
@@ -115,8 +140,8 @@ def random_skew_symmetric(
     n: int, *, rng: np.random.Generator | int | None = None, scale: float = 1.0
 ) -> np.ndarray:
     """``A = scale · (G - Gᵀ) / √2`` with ``G`` standard normal: entries have std ``scale``."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = _int_arg("n", n, 1)
+    scale = _positive("scale", scale, allow_zero=True)
     G = as_generator(rng).standard_normal((n, n))
     return scale * (G - G.T) / math.sqrt(2.0)
 
@@ -124,8 +149,10 @@ def random_skew_symmetric(
 def transitive_game(ratings: np.ndarray | torch.Tensor) -> np.ndarray:
     """The purely transitive game ``A[i, j] = r_i - r_j`` (``grad(r)`` in Balduzzi 2018)."""
     r = np.asarray(ratings, dtype=np.float64)
-    if r.ndim != 1:
-        raise ValueError(f"ratings must be 1-D, got shape {r.shape}")
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"ratings must be 1-D and non-empty, got shape {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("ratings has NaN or infinite entries")
     return r[:, None] - r[None, :]
 
 
@@ -168,6 +195,7 @@ def schur_components(A: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, 
     """
     A = check_antisymmetric(A)
     n = A.shape[0]
+    k = _int_arg("k", k, 0)
     if not 0 <= 2 * k <= n:
         raise ValueError(f"k must satisfy 0 <= 2k <= n = {n}, got k={k}")
     T, Q = scipy.linalg.schur(A, output="real")
@@ -207,10 +235,10 @@ def spinning_top(
     projected out so the two parts are orthogonal. Both parts are normalised and mixed as
     ``A = √(1-c) T/‖T‖ + √c R/‖R‖``, hence ``cyclic_share(A) == c`` exactly. Returns ``(A, t)``.
     """
-    if n < 3:
-        raise ValueError(f"n must be >= 3, got {n}")
-    if not 0.0 <= cyclic <= 1.0:
+    n = _int_arg("n", n, 3)
+    if not 0.0 <= cyclic <= 1.0:  # NaN fails too
         raise ValueError(f"cyclic must be in [0, 1], got {cyclic}")
+    width = _positive("width", width)
     t = np.linspace(0.0, 1.0, n)
     T = transitive_game(t)
     w = np.exp(-((t - 0.5) ** 2) / (2 * width**2))
@@ -282,6 +310,9 @@ class FunctionalGame:
 
         ``init`` (``(D,)``), when given, is one of the starts (a policy continuing training).
         """
+        steps = _int_arg("steps", steps, 0)
+        restarts = _int_arg("restarts", restarts, 1)
+        lr = _positive("lr", lr)
         starts = self.sample(restarts, generator)
         if init is not None:
             starts = torch.cat([init.reshape(1, -1).to(starts.dtype), starts[1:]])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from badgerlab.dynamics.games import check_antisymmetric
-from badgerlab.dynamics.nash import max_entropy_nash, solve_zero_sum
+from badgerlab.dynamics.nash import _matrix, max_entropy_nash, solve_zero_sum
 
 __all__ = [
     "effective_diversity",
@@ -21,9 +21,14 @@ __all__ = [
 
 
 def _dist(p, n: int, name: str) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
+    try:
+        p = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a probability vector of {n} numbers") from None
     if p.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"{name} has NaN or infinite entries: {p}")
     if (p < -1e-12).any() or abs(p.sum() - 1.0) > 1e-6:
         raise ValueError(f"{name} must be a probability vector (non-negative, sums to 1)")
     return p
@@ -43,7 +48,7 @@ def nash_conv(M: np.ndarray | torch.Tensor, x, y) -> float:
 
     The sum of both players' best-response gains; 0 exactly at a Nash equilibrium.
     """
-    M = np.asarray(M, dtype=np.float64)
+    M = _matrix(M, "M")
     x = _dist(x, M.shape[0], "x")
     y = _dist(y, M.shape[1], "y")
     return float((M @ y).max() - (x @ M).min())

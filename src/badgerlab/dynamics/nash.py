@@ -224,6 +224,8 @@ def max_entropy_point(B: np.ndarray | torch.Tensor, *, gap: float = 1e-11) -> np
     ``B`` is ``(k, n)``; returns ``p`` ``(n,)``. Raises ``MaxEntropyError`` when the result is
     not a probability vector with ``max(B p) <= 1e-9``.
     """
+    if not 0 < gap < 1:  # NaN fails too; gap = 0 would never stop raising t
+        raise ValueError(f"gap must be in (0, 1), got {gap}")
     B = _rows(_matrix(B, "B"))
     k, n = B.shape
     if k == 0:  # no constraint is left: the whole simplex

@@ -25,7 +25,6 @@ games, and OpenSpiel's exact best response on two-player games such as Kuhn and 
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from badgerlab.dynamics.alpharank import alpharank
-from badgerlab.dynamics.games import FunctionalGame, check_antisymmetric
+from badgerlab.dynamics.games import FunctionalGame, _int_arg, _positive, check_antisymmetric
 from badgerlab.dynamics.metrics import effective_diversity
 from badgerlab.dynamics.nash import solve_zero_sum
 from badgerlab.registry import Registry
@@ -90,11 +89,12 @@ def fictitious_play(
         return uniform_solver(M, symmetric)
     c0 = np.asarray(counts[0], dtype=np.float64)
     c1 = c0 if symmetric else np.asarray(counts[1], dtype=np.float64)
-    if c0.shape != (k0,) or c1.shape != (k1,) or min(c0.min(), c1.min()) <= 0:
+    if c0.shape != (k0,) or c1.shape != (k1,):
         raise ValueError(
-            f"counts must be positive with shapes ({k0},) and ({k1},), got "
-            f"{c0.shape} and {c1.shape}"
+            f"counts must have shapes ({k0},) and ({k1},), got {c0.shape} and {c1.shape}"
         )
+    if not (np.all(np.isfinite(c0)) and np.all(np.isfinite(c1))) or min(c0.min(), c1.min()) < 1:
+        raise ValueError(f"counts must be >= 1 for every policy, got {c0} and {c1}")
     return c0 / c0.sum(), c1 / c1.sum()
 
 
@@ -117,6 +117,10 @@ def projected_replicator_dynamics(
     ``ẋ_i = x_i ((M y)_i - xᵀ M y)``, then each coordinate is floored at ``γ / k`` and the
     vector renormalised (the projection onto the γ-exploratory simplex).
     """
+    iterations = _int_arg("iterations", iterations, 1)
+    dt = _positive("dt", dt)
+    if not 0 <= gamma < 1:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma}")
     k0, k1 = M.shape
     x, y = np.full(k0, 1.0 / k0), np.full(k1, 1.0 / k1)
     sx, sy = np.zeros(k0), np.zeros(k1)
@@ -209,8 +213,10 @@ class MatrixOracle(Oracle):
 
     def __init__(self, A: np.ndarray, *, start: int = 0) -> None:
         self.A = check_antisymmetric(A)
-        if not 0 <= start < self.A.shape[0]:
-            raise ValueError(f"start must index a strategy of A, got {start}")
+        start = _int_arg("start", start, 0)
+        n = self.A.shape[0]
+        if start >= n:
+            raise ValueError(f"start must index a strategy of A (n = {n}), got {start}")
         self.start = start
 
     def initial(self) -> list[list[int]]:
@@ -244,8 +250,10 @@ class FunctionalOracle(Oracle):
         init_scale: float = 1.0,
     ) -> None:
         self.game = game
-        self.steps, self.lr, self.restarts, self.tol = steps, lr, restarts, tol
-        self.init_scale = init_scale
+        self.steps = _int_arg("steps", steps, 0)
+        self.restarts = _int_arg("restarts", restarts, 1)
+        self.lr, self.tol = _positive("lr", lr), _positive("tol", tol)
+        self.init_scale = _positive("init_scale", init_scale)
         self.generator = torch.Generator().manual_seed(seed)
 
     def initial(self) -> list[list[torch.Tensor]]:
@@ -378,8 +386,8 @@ class PSRO:
         self._with_counts = _takes_counts(self._solver)
         if self.response not in RESPONSES:
             raise ValueError(f"unknown response {self.response!r}; known: {', '.join(RESPONSES)}")
-        if self.n_active < 1:
-            raise ValueError(f"n_active must be >= 1, got {self.n_active}")
+        self.n_active = _int_arg("n_active", self.n_active, 1)
+        self.plateau_tol = _positive("plateau_tol", self.plateau_tol, allow_zero=True)
         if not self.populations:
             self.populations = self.oracle.initial()
             self.n_fixed = [len(p) for p in self.populations]
@@ -532,10 +540,7 @@ class PSRO:
 
     def run(self, iterations: int) -> list[dict[str, float]]:
         """``iterations`` more steps (an integer >= 0); returns the whole history."""
-        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
-            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
-        if iterations < 0:
-            raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
+        iterations = _int_arg("iterations", iterations, 0)
         for _ in range(iterations):
             self.step()
         return self.history
@@ -561,8 +566,12 @@ def fixed_memory_fictitious_play(
     levels = np.asarray(levels, dtype=np.float64)
     if levels.shape != (A.shape[0],):
         raise ValueError(f"levels must have shape ({A.shape[0]},), got {levels.shape}")
-    if memory < 1 or iterations < 1 or window < 0:
-        raise ValueError("memory and iterations must be >= 1 and window >= 0")
+    memory = _int_arg("memory", memory, 1)
+    iterations = _int_arg("iterations", iterations, 1)
+    window = _positive("window", window, allow_zero=True)
+    start = _int_arg("start", start, 0)
+    if start >= A.shape[0]:
+        raise ValueError(f"start must index a strategy of A (n = {A.shape[0]}), got {start}")
     pop = [start]
     best = float(levels[start])
     out = np.zeros(iterations)

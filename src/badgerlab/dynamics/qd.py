@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import softmax
 
-from badgerlab.dynamics.games import check_antisymmetric
+from badgerlab.dynamics.games import _int_arg, _positive, check_antisymmetric
 
 __all__ = ["PayoffProfileDomain", "QDHistory", "map_elites", "random_search"]
 
@@ -42,6 +42,11 @@ class PayoffProfileDomain:
             raise ValueError(f"population must have shape ({n},), got {self.population.shape}")
         if self.references.shape != (2, n):
             raise ValueError(f"references must have shape (2, {n}), got {self.references.shape}")
+        for name, v in (("population", self.population), ("references", self.references)):
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{name} has NaN or infinite entries")
+        if self.A.min() == self.A.max():
+            raise ValueError("A must not be all zeros (the archive ranges would be empty)")
 
     @property
     def dim(self) -> int:
@@ -70,6 +75,8 @@ class QDHistory:
 
 def _archive(domain: PayoffProfileDomain, cells: int, seed: int):
     from ribs.archives import GridArchive
+
+    cells = _int_arg("cells", cells, 1)
 
     lo, hi = domain.bounds
     return GridArchive(
@@ -106,8 +113,10 @@ def map_elites(
     from ribs.emitters import GaussianEmitter
     from ribs.schedulers import Scheduler
 
-    if iterations < 1 or batch_size < 1 or emitters < 1:
-        raise ValueError("iterations, batch_size and emitters must be >= 1")
+    iterations = _int_arg("iterations", iterations, 1)
+    batch_size = _int_arg("batch_size", batch_size, 1)
+    emitters = _int_arg("emitters", emitters, 1)
+    sigma = _positive("sigma", sigma)
     archive = _archive(domain, cells, seed)
     ems = [
         GaussianEmitter(
@@ -137,6 +146,9 @@ def random_search(
     seed: int = 0,
 ):
     """The baseline: independent Gaussian samples ``x ~ N(0, σ²I)`` into the same archive."""
+    iterations = _int_arg("iterations", iterations, 1)
+    batch_size = _int_arg("batch_size", batch_size, 1)
+    sigma = _positive("sigma", sigma)
     rng = np.random.default_rng(seed)
     archive = _archive(domain, cells, seed)
     hist = QDHistory([], [], [], [])

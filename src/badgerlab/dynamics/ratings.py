@@ -17,7 +17,13 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 
-from badgerlab.dynamics.games import check_antisymmetric, hodge_decomposition, schur_components
+from badgerlab.dynamics.games import (
+    _int_arg,
+    _positive,
+    check_antisymmetric,
+    hodge_decomposition,
+    schur_components,
+)
 
 __all__ = [
     "ELO_SCALE",
@@ -37,11 +43,36 @@ ELO_SCALE = 400.0 / math.log(10.0)
 
 def _square(W, name: str) -> np.ndarray:
     W = np.asarray(W, dtype=np.float64)
-    if W.ndim != 2 or W.shape[0] != W.shape[1]:
-        raise ValueError(f"{name} must be a square matrix, got shape {W.shape}")
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or W.size == 0:
+        raise ValueError(f"{name} must be a non-empty square matrix, got shape {W.shape}")
     if not np.all(np.isfinite(W)) or (W < 0).any():
         raise ValueError(f"{name} must have finite non-negative entries")
     return W
+
+
+def _vector(r, name: str) -> np.ndarray:
+    r = np.asarray(r, dtype=np.float64)
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError(f"{name} has NaN or infinite entries")
+    return r
+
+
+def _pair(i, j, n: int) -> tuple[int, int]:
+    """Two distinct player indices in ``0..n-1`` (a player does not play itself)."""
+    i, j = _int_arg("i", i, 0), _int_arg("j", j, 0)
+    if i >= n or j >= n:
+        raise ValueError(f"i and j must index the {n} ratings, got i={i}, j={j}")
+    if i == j:
+        raise ValueError(f"i and j must be different players, got i = j = {i}")
+    return i, j
+
+
+def _score(score) -> float:
+    if not 0.0 <= score <= 1.0:  # NaN fails too
+        raise ValueError(f"score must be in [0, 1], got {score}")
+    return float(score)
 
 
 def bradley_terry(
@@ -65,8 +96,9 @@ def bradley_terry(
     """
     W = _square(wins, "wins").copy()
     n = W.shape[0]
-    if prior < 0:
-        raise ValueError(f"prior must be >= 0, got {prior}")
+    prior = _positive("prior", prior, allow_zero=True)
+    max_iter = _int_arg("max_iter", max_iter, 1)
+    tol = _positive("tol", tol)
     W += prior * (1.0 - np.eye(n))
     np.fill_diagonal(W, 0.0)
     n_comp, _ = scipy.sparse.csgraph.connected_components(
@@ -92,7 +124,7 @@ def bradley_terry(
 
 def elo_probability(r: np.ndarray | torch.Tensor) -> np.ndarray:
     """``P[i, j] = σ(r_i - r_j)`` for logit ratings ``r`` ``(n,)``."""
-    r = np.asarray(r, dtype=np.float64)
+    r = _vector(r, "r")
     return 1.0 / (1.0 + np.exp(-(r[:, None] - r[None, :])))
 
 
@@ -104,9 +136,10 @@ def elo_update(
     ``δ = score - σ(r_i - r_j)``; ``r_i += k δ``, ``r_j -= k δ`` (the default ``k`` is chess's
     K = 16 in logits). Returns new ratings; ``r`` is not modified.
     """
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"score must be in [0, 1], got {score}")
-    r = np.array(r, dtype=np.float64)
+    score = _score(score)
+    r = _vector(r, "r").copy()
+    i, j = _pair(i, j, len(r))
+    k = _positive("k", k, allow_zero=True)
     delta = score - 1.0 / (1.0 + math.exp(-(r[i] - r[j])))
     r[i] += k * delta
     r[j] -= k * delta
@@ -115,7 +148,8 @@ def elo_update(
 
 def omega(dim: int) -> np.ndarray:
     """``Ω`` ``(dim, dim)``: ``dim/2`` blocks ``[[0, 1], [-1, 0]]`` on the diagonal."""
-    if dim < 0 or dim % 2:
+    dim = _int_arg("dim", dim, 0)
+    if dim % 2:
         raise ValueError(f"dim must be even and >= 0, got {dim}")
     W = np.zeros((dim, dim))
     for b in range(0, dim, 2):
@@ -134,10 +168,19 @@ class MElo(NamedTuple):
     c: np.ndarray
 
 
+def _melo_arrays(r, c) -> tuple[np.ndarray, np.ndarray]:
+    r = _vector(r, "r")
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != len(r) or c.shape[1] % 2:
+        raise ValueError(f"c must have shape ({len(r)}, 2k), got {c.shape}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("c has NaN or infinite entries")
+    return r, c
+
+
 def melo_probability(r: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``P[i, j] = σ(r_i - r_j + c_iᵀ Ω c_j)``."""
-    r = np.asarray(r, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
+    r, c = _melo_arrays(r, c)
     logits = r[:, None] - r[None, :] + c @ omega(c.shape[1]) @ c.T
     return 1.0 / (1.0 + np.exp(-logits))
 
@@ -150,9 +193,11 @@ def melo_update(
     ``δ = score - p̂_ij``; ``r_i += η_r δ``, ``r_j -= η_r δ``, ``c_i += η_c δ Ω c_j``,
     ``c_j -= η_c δ Ω c_i`` — stochastic gradient ascent on the log-likelihood.
     """
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"score must be in [0, 1], got {score}")
-    r, c = np.array(state.r, dtype=np.float64), np.array(state.c, dtype=np.float64)
+    score = _score(score)
+    r, c = (a.copy() for a in _melo_arrays(state.r, state.c))
+    i, j = _pair(i, j, len(r))
+    lr_r = _positive("lr_r", lr_r, allow_zero=True)
+    lr_c = _positive("lr_c", lr_c, allow_zero=True)
     W = omega(c.shape[1])
     p = 1.0 / (1.0 + math.exp(-(r[i] - r[j] + c[i] @ W @ c[j])))
     delta = score - p
@@ -171,6 +216,9 @@ def melo_from_logits(L: np.ndarray | torch.Tensor, dim: int) -> MElo:
     its real Schur form (``schur_components``). Exact when ``L`` has that form.
     """
     L = check_antisymmetric(L, name="L")
+    dim = _int_arg("dim", dim, 0)
+    if dim % 2 or dim > L.shape[0]:
+        raise ValueError(f"dim must be even with 0 <= dim <= n = {L.shape[0]}, got {dim}")
     h = hodge_decomposition(L)
     c, _ = schur_components(h.cyclic, dim // 2)
     return MElo(h.ratings, c)
@@ -192,7 +240,10 @@ def melo_fit(
     """
     W = _square(wins, "wins")
     n = W.shape[0]
-    if dim < 0 or dim % 2 or dim > n:
+    dim = _int_arg("dim", dim, 0)
+    steps = _int_arg("steps", steps, 1)
+    prior = _positive("prior", prior, allow_zero=True)
+    if dim % 2 or dim > n:
         raise ValueError(f"dim must be even with 0 <= dim <= n = {n}, got {dim}")
     Wp = W + prior * (1.0 - np.eye(n))
     total = Wp + Wp.T
