@@ -127,3 +127,24 @@ def test_transform_survives_a_state_dict_round_trip(name):
     fresh.eval()
     g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
     torch.testing.assert_close(fresh(x, generator=g())[1], t(x, generator=g())[1])
+
+
+def test_cast_is_the_identity_in_another_precision():
+    x = torch.randn(4, 3, dtype=torch.float64)
+    z, ldj = flows.Cast(torch.float32)(x)
+    assert z.dtype == torch.float32 and ldj.dtype == torch.float32
+    assert torch.equal(ldj, torch.zeros(4))
+    back = flows.Cast(torch.float32).inverse(z)
+    assert back.dtype == torch.float64
+    torch.testing.assert_close(back, x, atol=1e-6, rtol=1e-6)
+
+
+def test_point_coupling_leaves_its_conditioning_half_and_refuses_bad_masks():
+    t, x = _make("point-coupling-parity")
+    assert t.mask.shape == (5, 3)
+    z, _ = t(x)
+    torch.testing.assert_close(z[:, t.mask], x[:, t.mask])  # the conditioner half is unchanged
+    with pytest.raises(ValueError, match="mask must be one of"):
+        flows.PointCoupling(5, 2, "diagonal")
+    with pytest.raises(ValueError, match="kernel must be odd"):
+        flows.SetConvNet(2, 2, kernel=4)

@@ -12,12 +12,15 @@ from __future__ import annotations
 from .bijections import (
     ActNorm,
     AffineCoupling,
+    Cast,
     Conv1x1,
     ConvAffineCoupling,
     Increments,
     InverseSoftplus,
     Logit,
     Permute,
+    PointCoupling,
+    Reshape,
     Reverse,
     ScalarAffine,
     Sigmoid,
@@ -31,7 +34,7 @@ from .distributions import (
     StandardUniform,
 )
 from .flow import Flow, elbo_bpd, iwbo, iwbo_bpd, loglik_bpd, nats_to_bpd
-from .nets import MLP, ConvNet
+from .nets import MLP, ConvNet, SetConvNet
 from .surjections import (
     VAE,
     Abs,
@@ -66,6 +69,7 @@ __all__ = [
     "Abs",
     "ActNorm",
     "AffineCoupling",
+    "Cast",
     "Augment",
     "ConditionalNormal",
     "Conv1x1",
@@ -78,8 +82,11 @@ __all__ = [
     "Logit",
     "MaxPool2d",
     "Permute",
+    "PointCoupling",
+    "Reshape",
     "Reverse",
     "ScalarAffine",
+    "SetConvNet",
     "Sigmoid",
     "Slice",
     "Sort",

@@ -1,5 +1,5 @@
 """Bijections: affine coupling, ActNorm, 1×1 convolution, permutations, squeeze, logit/sigmoid,
-scalar affine, inverse softplus and sorted increments.
+scalar affine, inverse softplus, sorted increments and couplings over point sequences.
 
 Each `forward(x) -> (z, log|det ∂z/∂x|)` with the log-determinant of shape `(B,)`: the
 likelihood contribution `V = log|det J|` of a bijection (Nielsen et al. 2020, §2,
@@ -15,18 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nets import MLP, ConvNet
+from .nets import MLP, ConvNet, SetConvNet
 from .transforms import TRANSFORMS, Transform, TransformSpec, sum_event
 
 __all__ = [
     "ActNorm",
     "AffineCoupling",
+    "Cast",
     "Conv1x1",
     "ConvAffineCoupling",
+    "PointCoupling",
     "Increments",
     "InverseSoftplus",
     "Logit",
     "Permute",
+    "Reshape",
     "Reverse",
     "ScalarAffine",
     "Sigmoid",
@@ -107,6 +110,61 @@ class ConvAffineCoupling(Transform):
         za, zb = z[:, : self.ca], z[:, self.ca :]
         s, t = self._st(za)
         return torch.cat([za, (zb - t) * torch.exp(-s)], 1)
+
+
+class PointCoupling(Transform):
+    """Masked affine coupling on point sequences `x` `(B, N, d)`, a `SetConvNet` conditioner.
+
+    `mask` `(N, d)` (True: conditioner): `"channel"` conditions coordinates `1..⌈d/2⌉`,
+    `"parity"` the even positions, `"channel-odd"` / `"parity-odd"` the complements.
+    `z = m⊙x + (1−m)⊙(x⊙exp(s) + t)`, `(s, t) = net(m⊙x, m, π)`, `log|det| = Σ (1−m)⊙s`,
+    where `π_i = 2i/(N−1) − 1` encodes the position (informative once the points are sorted).
+    """
+
+    MASKS = ("channel", "channel-odd", "parity", "parity-odd")
+
+    def __init__(
+        self,
+        points: int,
+        dim: int,
+        mask: str,
+        *,
+        hidden: int = 64,
+        kernel: int = 5,
+        scale_bound: float = 3.0,
+    ) -> None:
+        super().__init__()
+        if mask not in self.MASKS:
+            raise ValueError(f"mask must be one of {self.MASKS}, got {mask!r}")
+        if mask.startswith("channel") and dim < 2:
+            raise ValueError(f"a channel mask needs dim >= 2, got {dim!r}")
+        if points < 2:
+            raise ValueError(f"points must be >= 2, got {points!r}")
+        if mask.startswith("channel"):
+            m = (torch.arange(dim) < (dim + 1) // 2).expand(points, dim)
+        else:
+            m = (torch.arange(points) % 2 == 0).unsqueeze(1).expand(points, dim)
+        if mask.endswith("odd"):
+            m = ~m
+        self.register_buffer("mask", m.clone())
+        self.net = SetConvNet(2 * dim + 1, 2 * dim, hidden, kernel)
+        self.register_buffer("position", torch.linspace(-1, 1, points).view(1, points, 1))
+        self.scale_bound = scale_bound
+
+    def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.mask.to(x.dtype)
+        pos = self.position.to(x.dtype).expand(x.shape[0], -1, 1)
+        inp = torch.cat([x * m, m.expand_as(x), pos], 2).transpose(1, 2)  # (B, 2d + 1, N)
+        s, t = self.net(inp).transpose(1, 2).chunk(2, dim=2)  # (B, N, d) each
+        return _soft_clamp(s, self.scale_bound) * (1 - m), t * (1 - m)
+
+    def forward(self, x, *, generator=None):
+        s, t = self._st(x)
+        return x * torch.exp(s) + t, sum_event(s)
+
+    def inverse(self, z, *, generator=None):
+        s, t = self._st(z)
+        return (z - t) * torch.exp(-s)
 
 
 def _channel_view(t: Tensor, x: Tensor) -> Tensor:
@@ -213,6 +271,29 @@ class Squeeze(Transform):
         return x.reshape(b, c4 // 4, 2 * h, 2 * w)
 
 
+class Reshape(Transform):
+    """`(B, *in_shape) → (B, *out_shape)` with the same entries in the same order, `log|det| = 0`.
+
+    E.g. a point cloud `(B, N, d)` → a vector `(B, N·d)` for couplings over all coordinates.
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        if math.prod(self.in_shape) != math.prod(self.out_shape):
+            raise ValueError(
+                f"in_shape {self.in_shape} and out_shape {self.out_shape} differ in size"
+            )
+
+    def forward(self, x, *, generator=None):
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"Reshape expects (B, *{self.in_shape}), got {tuple(x.shape)}")
+        return x.reshape(x.shape[0], *self.out_shape), x.new_zeros(x.shape[0])
+
+    def inverse(self, z, *, generator=None):
+        return z.reshape(z.shape[0], *self.in_shape)
+
+
 class Logit(Transform):
     """`(0, 1) → ℝ`: `y = α + (1−2α)x`, `z = log y − log(1−y)`.
 
@@ -242,6 +323,26 @@ class Sigmoid(Transform):
 
     def inverse(self, z, *, generator=None):
         return torch.log(z) - torch.log1p(-z)
+
+
+class Cast(Transform):
+    """The identity map computed in another precision: `z = x` as `dtype`, `log|det| = 0`.
+
+    Lets layers whose bookkeeping needs float64 (sorting near-ties, `Increments`) run before
+    a float32 body; `inverse` returns the input's dtype (float64 unless `inverse_dtype`).
+    """
+
+    def __init__(self, dtype: torch.dtype, *, inverse_dtype: torch.dtype = torch.float64):
+        super().__init__()
+        if not (dtype.is_floating_point and inverse_dtype.is_floating_point):
+            raise ValueError(f"dtypes must be floating point, got {dtype}, {inverse_dtype}")
+        self.dtype, self.inverse_dtype = dtype, inverse_dtype
+
+    def forward(self, x, *, generator=None):
+        return x.to(self.dtype), x.new_zeros(x.shape[0], dtype=self.dtype)
+
+    def inverse(self, z, *, generator=None):
+        return z.to(self.inverse_dtype)
 
 
 class ScalarAffine(Transform):
@@ -339,6 +440,16 @@ def _register() -> None:
         "permute": (lambda: Permute(torch.tensor([2, 0, 3, 1])), _normal(4)),
         "reverse": (lambda: Reverse(3), _normal(3, 2, 2)),
         "squeeze": (lambda: Squeeze(), _normal(1, 2, 4)),
+        "reshape": (lambda: Reshape((3, 2), (6,)), _normal(3, 2)),
+        "cast": (lambda: Cast(torch.float64), _normal(3)),
+        "point-coupling-channel": (
+            lambda: PointCoupling(5, 2, "channel", hidden=4, kernel=3),
+            _normal(5, 2),
+        ),
+        "point-coupling-parity": (
+            lambda: PointCoupling(5, 3, "parity-odd", hidden=4, kernel=3),
+            _normal(5, 3),
+        ),
         "logit": (lambda: Logit(0.05), lambda n, g: torch.rand(n, 3, generator=g) * 0.98 + 0.01),
         "sigmoid": (lambda: Sigmoid(), _normal(3)),
         "scalar-affine": (lambda: ScalarAffine(shift=-0.5, scale=2.0), _normal(1, 2, 2)),
