@@ -25,6 +25,11 @@ every other rank a `FollowerRun` over the same folder, whose `log`, `save_checkp
 evaluation that prints a table, say) tests `ddp.is_main()`. Collectives
 (`all_reduce_mean`, `barrier`) must be called on every rank, never inside `if is_main():`.
 Save `ddp.unwrap(model).state_dict()` so checkpoints load with or without DDP.
+
+Batch statistics across ranks: `sync_batchnorm(model)` swaps each BatchNorm for a
+`GlobalBatchNorm` (global-batch mean and variance, any backend), `all_gather_cat(z)` gathers
+a batch from every rank with gradient (contrastive negatives), `sum_over_ranks(x)` is the
+differentiable sum both are built on.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from badgerlab.runs import FollowerRun
 
 __all__ = [
     "FollowerRun",
+    "GlobalBatchNorm",
+    "all_gather_cat",
     "all_reduce_mean",
     "average_gradients",
     "barrier",
@@ -56,6 +63,8 @@ __all__ = [
     "main_run",
     "rank",
     "shard_indices",
+    "sum_over_ranks",
+    "sync_batchnorm",
     "unwrap",
     "world_size",
     "wrap",
@@ -303,6 +312,129 @@ def shard_indices(
         pad = w - n % w
         order = torch.cat([order, order.repeat(pad // n + 1)[:pad]])
     return order[r::w]
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """y = Σ_r x_r on every rank; the gradient of x on rank r is Σ_s ∂L_s/∂y (each rank's loss
+    depends on every rank's input)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        y = x.detach().clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return _SumOverRanks.apply(grad)
+
+
+class _GatherRanks(torch.autograd.Function):
+    """(W·B, ...) = every rank's x (B, ...) in rank order; the gradient of rank r's slice is
+    summed over ranks and returned to rank r."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        x = x.detach().contiguous()
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x)
+        ctx.rows = (rank() * len(x), (rank() + 1) * len(x))
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        lo, hi = ctx.rows
+        return _SumOverRanks.apply(grad.contiguous())[lo:hi]
+
+
+def sum_over_ranks(x: Tensor) -> Tensor:
+    """Σ over ranks of `x` (same shape on every rank), differentiable; `x` without a group."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    return _SumOverRanks.apply(x) if is_distributed() else x
+
+
+def all_gather_cat(x: Tensor) -> Tensor:
+    """Every rank's `x` (B, ...) concatenated in rank order, (W·B, ...); differentiable: the
+    gradient of each rank's slice is summed over ranks and sent back to its owner. All ranks
+    must pass the same shape. Without a process group `x` itself is returned."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    return _GatherRanks.apply(x) if is_distributed() else x
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation over the *global* batch: in training, under a process group, the
+    mean and variance of each channel are those of the union of every rank's batch,
+
+        μ = Σ_r Σ_i x_ri / N,   σ² = Σ_r Σ_i (x_ri − μ)² / N,   N = Σ_r n_r,
+
+    computed with two differentiable all-reduces (the gradient of the statistics flows back to
+    every rank's inputs), and the running statistics are updated with N (unbiased σ²·N/(N−1)),
+    so W ranks with their shards compute what one process computes on the whole batch. Outside
+    a process group, or in eval mode, it is `nn.BatchNorm{1,2,3}d`.
+
+    `torch.nn.SyncBatchNorm` does the same with fused kernels but only on GPUs; this one runs on
+    any backend (gloo on CPUs included), which is what lets a CPU test prove the DDP path.
+    Input (B, C, *) for any number of trailing dimensions.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected input (B, C, *), got shape {tuple(input.shape)}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        if not (self.training and is_distributed() and world_size() > 1):
+            return super().forward(input)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
+        count = torch.tensor([input.numel() // c], dtype=input.dtype, device=input.device)
+        sums = sum_over_ranks(torch.cat([input.sum(dims), count]))
+        n = sums[c]
+        mean = sums[:c] / n
+        centred = input - mean.reshape(shape)
+        var = sum_over_ranks((centred * centred).sum(dims)) / n
+        out = centred * torch.rsqrt(var + self.eps).reshape(shape)
+        if self.affine:
+            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                if m is None:  # cumulative average, as nn.BatchNorm
+                    m = 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+        return out
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """`module` with every `nn.BatchNorm1d/2d/3d` replaced by a `GlobalBatchNorm` holding the
+    same parameters and running statistics (in place for children; the new module is
+    returned when `module` itself is a BatchNorm). A no-op difference outside a process group.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, GlobalBatchNorm
+    ):
+        new = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats,
+        )  # fmt: skip
+        if module.affine:  # the same Parameter objects: an optimiser built earlier keeps them
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean = module.running_mean
+            new.running_var = module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, sync_batchnorm(child))
+    return module
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from badgerlab import ddp
 from badgerlab.data import load
 from badgerlab.experiment import ConfigError, Experiment, ExperimentConfig, PaperVariant
 from badgerlab.runs import Claim, RunLike, condition
@@ -121,6 +122,8 @@ def _build(method: str, cfg: Config, channels: int, seed: int, temperature: floa
         else:
             predictor = method != "byol-no-predictor"
             model = BYOL(enc, feat, hidden=cfg.hidden, out=cfg.out, predictor=predictor)
+    # Under torchrun every BatchNorm (online and target) normalises over the global batch.
+    model = ddp.sync_batchnorm(model) if ddp.is_distributed() else model
     return model.to(cfg.device)
 
 
@@ -139,7 +142,11 @@ def _lr(cfg: Config, k: int, total: int, per_epoch: int) -> float:
 
 
 def _epoch(model, opt, aug, x: Tensor, cfg: Config, g, method: str, epoch: int) -> dict:
-    """One pass (full batches only, shuffled by `g`); loss and collapse-monitor means."""
+    """One pass (full batches only, shuffled by `g`); loss and collapse-monitor means.
+
+    Under torchrun every rank draws the same global batch and views (`g` is the same on every
+    rank), trains on its equal share, and averages gradients over ranks; with the global
+    BatchNorm this is the step one process takes on the whole batch."""
     per_epoch = len(x) // cfg.batch_size
     total = cfg.epochs * per_epoch
     perm = torch.randperm(len(x), generator=g).to(x.device)
@@ -149,14 +156,16 @@ def _epoch(model, opt, aug, x: Tensor, cfg: Config, g, method: str, epoch: int) 
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, k, total, per_epoch)
         v1, v2 = aug(x[perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]], g)
-        loss, z = model.loss(v1, v2)
+        mine = ddp.shard_indices(len(v1), epoch=k, seed=0, shuffle=False).to(x.device)
+        loss, z = model.loss(v1[mine], v2[mine])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        ddp.average_gradients(model.online_parameters())
         opt.step()
         tau = 0.0 if method == "byol-tau0" else tau_schedule(k + 1, total, tau_base=cfg.tau_base)
         model.update_target(tau)
-        mon = collapse_monitor(z.detach())
-        sums["loss"] += float(loss.detach())
+        mon = collapse_monitor(ddp.all_gather_cat(z.detach()))
+        sums["loss"] += ddp.all_reduce_mean(float(loss.detach()))
         sums["z_std_sqrt_d"] += mon["z_std_sqrt_d"]
         sums["eff_rank"] += mon["eff_rank"]
     return {key: v / per_epoch for key, v in sums.items()}
@@ -289,6 +298,10 @@ def _pick_temperature(cfg: Config, results: dict) -> float:
 def train(cfg: Config, run: RunLike) -> dict:
     """Units: the temperature grid (SimCLR on the fit part of train, seed `cfg.seed`), raw
     pixels, then one unit per seed × method, every training unit checkpointed each epoch."""
+    if cfg.batch_size % ddp.world_size():
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} must be a multiple of the {ddp.world_size()} ranks"
+        )
     data = _data(cfg, run)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     tune = [f"tune/simclr-t{t:g}" for t in cfg.temperatures] if len(cfg.temperatures) > 1 else []

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from badgerlab import ddp
+
 __all__ = [
     "BIBTEX",
     "BYOL",
@@ -298,7 +300,10 @@ class SimCLR(nn.Module):
 
     def loss(self, v1: Tensor, v2: Tensor) -> tuple[Tensor, Tensor]:
         z1, z2 = self.projector(self.encoder(torch.cat([v1, v2]))).chunk(2)  # (B, out) each
-        return nt_xent(z1, z2, temperature=self.temperature), z1
+        # Under a process group the negatives are every rank's batch: NT-Xent over the
+        # gathered (W·B, out) projections, the same loss on every rank.
+        g1, g2 = ddp.all_gather_cat(z1), ddp.all_gather_cat(z2)
+        return nt_xent(g1, g2, temperature=self.temperature), z1
 
     def update_target(self, tau: float) -> None:
         """No target network: a no-op, so both methods share one training loop."""
