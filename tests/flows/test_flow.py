@@ -11,6 +11,7 @@ from torch import nn
 
 from badgerlab.flows import (
     MLP,
+    TRANSFORMS,
     VAE,
     Abs,
     AffineCoupling,
@@ -100,14 +101,34 @@ def test_vae_elbo_is_the_exact_likelihood_minus_the_kl_to_the_posterior():
     _check_bounds(flow, x, exact, tol=1e-2)
 
 
-def test_augment_bounds_approach_the_marginal():
+@pytest.mark.parametrize("learned", [False, True])
+def test_augment_bounds_approach_the_marginal(learned):
     # z = A (x, e) with A = [[1, 0], [0.5, 1.5]]: p(x, e) = N(x) N(0.5x + 1.5e)·1.5, p(x) = N(x)
     mix = Conv1x1(2)
     with torch.no_grad():
         mix.weight.copy_(torch.tensor([[1.0, 0.0], [0.5, 1.5]]))
-    flow = Flow(StandardNormal(2), [Augment(1), mix]).double()
+    encoder = None
+    if learned:  # q(e|x) = N(0.2x − 0.1, 0.8²), not the posterior N(−x/3, (2/3)²)
+        net = nn.Linear(1, 2)
+        with torch.no_grad():
+            net.weight.copy_(torch.tensor([[0.2], [0.0]]))
+            net.bias.copy_(torch.tensor([-0.1, math.log(0.8)]))
+        encoder = ConditionalNormal(net, scale_bound=None)
+    flow = Flow(StandardNormal(2), [Augment(1, encoder=encoder), mix]).double()
     x = torch.linspace(-2.5, 2.5, 11, dtype=torch.float64).view(-1, 1)
     _check_bounds(flow, x, _normal_lp(x).squeeze(1), tol=1e-2)
+
+
+# the layers whose bounds a test above checks against an exact likelihood
+BOUNDED = {Augment, UniformDequantization, VariationalDequantization, VAE}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in TRANSFORMS.names() if TRANSFORMS.get(n).build().stochastic_forward],
+)
+def test_every_registered_stochastic_forward_has_a_bounds_test(name):
+    assert type(TRANSFORMS.get(name).build()) in BOUNDED
 
 
 def _discrete_logit_model(levels: int, deq: nn.Module) -> tuple[Flow, torch.Tensor, torch.Tensor]:
