@@ -242,7 +242,7 @@ EXPERIMENT = Experiment(
     description="SpatialMNIST-style point clouds (points drawn from the ink of digits): a "
     "SortFlow (sort surjection, −log N!) against a PermuteFlow (the same coupling flow over "
     "the points in their given order), test NLL per point.",
-    minutes={"smoke": 0.2, "quick": 5},
+    minutes={"smoke": 0.2, "quick": 5},  # quick measured 3.6 min wall under load
     Config=Config,
     train=train,
     plots=plots,
