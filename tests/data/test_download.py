@@ -684,3 +684,82 @@ def test_bad_mirror_is_one_named_error(
     src = idx_source("mnist", "mnist", mnist_like(0), of="payload")
     with pytest.raises(DownloadError, match="is not an http://, https:// or file:// URL"):
         fetch_fast("mnist", tmp_path, sources={"mnist": src})
+
+
+# ---------------------------------------------------------------------------------------------
+# bAbI: a text archive checked by its byte count
+
+
+def babi_archive() -> tuple[bytes, dict[str, str]]:
+    """tasks_1-20_v1-2.tar.gz laid out as upstream (en/, en-10k/, other tasks beside), each
+    kept file a generated story in bAbI's text format."""
+    from badgerlab.plasticity import babi
+
+    real = dl.SOURCES["babi"]
+    (d,) = real.downloads
+    texts = {}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        members = [*d.extract, "tasks_1-20_v1-2/en/qa3_three-supporting-facts_train.txt"]
+        for i, member in enumerate(members):
+            task = 2 if "qa2_" in member else 1
+            text = babi.format_stories(babi.generate(task, 2, seed=i))
+            texts[member] = text
+            raw = text.encode()
+            info = tarfile.TarInfo(member)
+            info.size = len(raw)
+            tf.addfile(info, io.BytesIO(raw))
+    return buf.getvalue(), texts
+
+
+def test_fetch_babi_archive_and_read_it(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from badgerlab.plasticity import babi
+
+    archive, texts = babi_archive()
+    real = dl.SOURCES["babi"]
+    (d,) = real.downloads
+    assert d.checksum == "size:11745123" and not real.verified
+    assert set(d.extract.values()) == set(real.files)
+    assert babi.task_file(1, "train") in real.splits["train"]
+    assert babi.task_file(2, "test", size="10k") in real.splits["test"]
+    src = Source(
+        real.name,
+        real.folder,
+        (Download(d.path, d.urls, f"size:{len(archive)}", extract=d.extract),),
+        real.splits,
+        verified=False,
+    )
+    server.files["/tasks_1-20_v1-2.tar.gz"] = archive
+
+    fetch_fast("babi", tmp_path, base_url=server.url, sources={"babi": src})
+
+    assert leftovers(tmp_path) == sorted([*real.files, f"tasks_1-20_v1-2/{dl.MANIFEST}"])
+    assert verify("babi", tmp_path, sources={"babi": src})
+    for member, rel in d.extract.items():
+        assert (tmp_path / rel).read_text() == texts[member]
+    stories = babi.load_task(2, "train", root=tmp_path)
+    assert stories == babi.parse(texts[babi.task_file(2, "train")])  # members keep their paths
+
+    # A file of the wrong size is refused, named, and installs nothing.
+    server.files["/tasks_1-20_v1-2.tar.gz"] = archive + b"\0"
+    with pytest.raises(ChecksumError, match=rf"size of the file .* is {len(archive) + 1}"):
+        fetch_fast("babi", tmp_path / "again", base_url=server.url, sources={"babi": src})
+    assert not (tmp_path / "again").exists() or leftovers(tmp_path / "again") == []
+
+    # The registry knows it is text: `load` points at the reader instead of parsing tensors.
+    monkeypatch.setenv("BADGERLAB_DATA", str(tmp_path))
+    from badgerlab.data import DatasetError, load, locate
+
+    assert locate("babi") == ("BADGERLAB_DATA", tmp_path)
+    with pytest.raises(DatasetError, match="babi.load_task"):
+        load("babi")
+    assert babi.load_task(1, "test") == babi.parse(
+        texts["tasks_1-20_v1-2/en/qa1_single-supporting-fact_test.txt"]
+    )
+
+
+def test_size_checksum_must_be_a_byte_count() -> None:
+    with pytest.raises(ValueError, match="size:<bytes>"):
+        Download("a/b", ("u",), "size:12ab")

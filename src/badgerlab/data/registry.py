@@ -64,7 +64,8 @@ class Dataset:
 @dataclass(frozen=True)
 class DatasetInfo:
     """A dataset known to `load`: `kind` is `bundled` (ships with a package or is generated),
-    `idx` or `cifar` (files described by `badgerlab.data.download.SOURCES[name]`)."""
+    `idx`, `cifar` or `text` (files described by `badgerlab.data.download.SOURCES[name]`;
+    `text` sets are read by their method's module, not by `load`)."""
 
     name: str
     kind: str
@@ -77,6 +78,7 @@ _FILE_SETS = {
     "kmnist": ("idx", "Kuzushiji-MNIST, 28x28 cursive Japanese characters, 60k/10k"),
     "emnist_letters": ("idx", "EMNIST letters, 28x28, 26 classes, 124.8k/20.8k"),
     "cifar10": ("cifar", "CIFAR-10, 32x32 colour images, 10 classes, 50k/10k"),
+    "babi": ("text", "bAbI tasks 1-2 (en, en-10k) text; read with badgerlab.plasticity.babi"),
 }
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -158,6 +160,12 @@ def load(name: str, split: str = "train", *, download: bool = False) -> Dataset:
     info = info_for(name)
     if info.kind == "bundled":
         return _load_bundled(name, split)
+    if info.kind == "text":
+        raise DatasetError(
+            f"dataset {name!r} is text, not tensors: read it with "
+            "badgerlab.plasticity.babi.load_task (fetch it with "
+            f"`badgerlab datasets --download {name}`)"
+        )
     where = locate(name)
     if where is None:
         if download:
