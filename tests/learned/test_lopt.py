@@ -122,9 +122,8 @@ def test_unrolled_loss_is_differentiable_and_vmaps_over_heads():
     params, loss = _problem(2)
     params = [p.float() for p in params]
     hidden = 4
-    thetas = torch.stack(
-        [theta_to_vector(init_theta(hidden, generator=torch.Generator().manual_seed(s))) for s in range(3)]
-    )  # fmt: skip
+    gens = [torch.Generator().manual_seed(s) for s in range(3)]
+    thetas = torch.stack([theta_to_vector(init_theta(hidden, generator=g)) for g in gens])
 
     def final_loss(vec):
         head = mlp_head(theta_from_vector(vec, hidden))
