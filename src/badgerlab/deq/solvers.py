@@ -158,6 +158,28 @@ def fixed_point(
     return tr.result(shape)
 
 
+def _anderson_mix(
+    X: Tensor, G: Tensor, GG: Tensor, n: int, newest: int, *, beta: float, lam: float
+) -> Tensor:
+    """The next Anderson iterate from the first n slots of the ring buffers X, G (B, m, D) and
+    G Gᵀ (B, m, m); `newest` is the slot of the latest iterate (the fallback's plain step)."""
+    if n == 1:
+        return X[:, newest] + beta * G[:, newest]
+    tiny = torch.finfo(X.dtype).tiny
+    eye = torch.eye(n, dtype=X.dtype, device=X.device)
+    H = GG[:, :n, :n]  # (B, n, n)
+    scale = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(tiny)
+    H = H + (lam * scale)[:, None, None] * eye
+    w, info = torch.linalg.solve_ex(H, torch.ones_like(H[:, :, :1]))  # (B, n, 1)
+    alpha = w[:, :, 0] / w[:, :, 0].sum(dim=1, keepdim=True)  # (B, n)
+    ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+    if not bool(ok.all()):
+        alpha = torch.where(ok[:, None], alpha, eye[newest])
+    a = alpha[:, None, :]  # (B, 1, n)
+    # x = β α F + (1 − β) α X  =  α X + β α G
+    return (a @ X[:, :n])[:, 0] + beta * (a @ G[:, :n])[:, 0]
+
+
 def anderson(
     f: Callable[[Tensor], Tensor],
     z0: Tensor,
@@ -205,7 +227,6 @@ def anderson(
     X = x.new_zeros(B, m, D)
     G = x.new_zeros(B, m, D)
     GG = x.new_zeros(B, m, m)  # G Gᵀ, one row and column refreshed per step
-    eye = torch.eye(m, dtype=x.dtype, device=x.device)
     tiny = torch.finfo(x.dtype).tiny
     fx = fn(x)
     X[:, 0] = x
@@ -218,21 +239,7 @@ def anderson(
         k = step - 1  # iterates stored so far
         n = min(k, m)
         newest = (k - 1) % m
-        if n == 1:
-            x = X[:, newest] + beta * G[:, newest]
-        else:
-            Gn, Xn = G[:, :n], X[:, :n]  # (B, n, D)
-            H = GG[:, :n, :n]  # (B, n, n)
-            scale = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(tiny)
-            H = H + (lam * scale)[:, None, None] * eye[:n, :n]
-            w, info = torch.linalg.solve_ex(H, torch.ones_like(H[:, :, :1]))  # (B, n, 1)
-            alpha = w[:, :, 0] / w[:, :, 0].sum(dim=1, keepdim=True)  # (B, n)
-            ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-            if not bool(ok.all()):
-                alpha = torch.where(ok[:, None], alpha, eye[newest, :n])
-            a = alpha[:, None, :]  # (B, 1, n)
-            # x = β α F + (1 − β) α X  =  α X + β α G
-            x = (a @ Xn)[:, 0] + beta * (a @ Gn)[:, 0]
+        x = _anderson_mix(X, G, GG, n, newest, beta=beta, lam=lam)
         fx = fn(x)
         slot = k % m
         X[:, slot] = x
