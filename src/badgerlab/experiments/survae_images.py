@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from badgerlab.data import load
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
+from badgerlab.experiments._flows import fit_flow
 from badgerlab.flows import (
     BIBTEX,
     PAPER,
@@ -125,28 +126,13 @@ def _train_unit(unit, key: str, data, cfg: Config, run: RunLike) -> dict:
     seed = int(seed_s)
     tr, te = data
     flow, opt = _fresh(model, seed, cfg, tuple(tr.shape[1:]))
-    st = unit.restore()
-    if st is None:
-        st = {"step": 0, "generator": torch.Generator().manual_seed(seed), "history": []}
-    else:
-        flow.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-    g = st["generator"]
-    for step in range(st["step"], cfg.steps):
+
+    def loss(g: torch.Generator) -> torch.Tensor:
         xb = tr[torch.randint(len(tr), (cfg.batch_size,), generator=g)]
-        loss = elbo_bpd(flow, xb, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        st["history"].append(float(loss.detach()))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            window = st["history"][-cfg.checkpoint_every :]
-            run.log(unit.index * cfg.steps + step, model=model, seed=seed,
-                    train_bpd=sum(window) / len(window))  # fmt: skip
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            st.update(step=step + 1, model=flow.state_dict(), opt=opt.state_dict())
-            unit.checkpoint(st, step=unit.index * cfg.steps + step)
-    return {**_evaluate(flow, te, cfg, seed), "history": st["history"]}
+        return elbo_bpd(flow, xb, generator=g)
+
+    history = fit_flow(unit, run, flow, opt, cfg, seed, loss, "train_bpd", model=model, seed=seed)
+    return {**_evaluate(flow, te, cfg, seed), "history": history}
 
 
 def train(cfg: Config, run: RunLike) -> dict:

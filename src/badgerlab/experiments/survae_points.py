@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from badgerlab.data import load
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
+from badgerlab.experiments._flows import fit_flow
 from badgerlab.flows import (
     BIBTEX,
     PAPER,
@@ -125,34 +126,20 @@ def _train_unit(unit, key: str, data, cfg: Config, run: RunLike) -> dict:
     seed = int(seed_s)
     tr, te = data
     flow, opt = _fresh(model, seed, cfg, tr.shape[-1])
-    st = unit.restore()
-    if st is None:
-        st = {"step": 0, "generator": torch.Generator().manual_seed(seed), "history": []}
-    else:
-        flow.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-    g = st["generator"]
-    for step in range(st["step"], cfg.steps):
+
+    def loss(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(tr), (cfg.batch_size,), generator=g)
-        x = _clouds(tr[idx], cfg.points, g)
-        loss = -flow.log_prob(x).mean() / cfg.points
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        st["history"].append(float(loss.detach()))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            window = st["history"][-cfg.checkpoint_every :]
-            run.log(unit.index * cfg.steps + step, model=model, seed=seed,
-                    train_nll_per_point=sum(window) / len(window))  # fmt: skip
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            st.update(step=step + 1, model=flow.state_dict(), opt=opt.state_dict())
-            unit.checkpoint(st, step=unit.index * cfg.steps + step)
+        return -flow.log_prob(_clouds(tr[idx], cfg.points, g)).mean() / cfg.points
+
+    history = fit_flow(
+        unit, run, flow, opt, cfg, seed, loss, "train_nll_per_point", model=model, seed=seed
+    )
     gt = torch.Generator().manual_seed(10_000 + seed)  # the same test clouds for both models
     test = _clouds(te.repeat(cfg.test_draws, 1, 1), cfg.points, gt)
     with torch.no_grad():
         flow.eval()
         samples = flow.sample(16, generator=torch.Generator().manual_seed(seed))
-    return {"test_nll": _nll_per_point(flow, test), "history": st["history"], "samples": samples}
+    return {"test_nll": _nll_per_point(flow, test), "history": history, "samples": samples}
 
 
 def train(cfg: Config, run: RunLike) -> dict:

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from badgerlab.experiment import Count, Experiment, ExperimentConfig
+from badgerlab.experiments._flows import fit_flow
 from badgerlab.flows import (
     BIBTEX,
     PAPER,
@@ -146,33 +147,16 @@ def _train_unit(unit, key: str, cfg: Config, run: RunLike) -> dict:
     seed = int(seed_s)
     sample = SAMPLERS[dataset]
     flow, opt = _fresh(model, seed, cfg)
-    st = unit.restore()
-    if st is None:
-        st = {"step": 0, "generator": torch.Generator().manual_seed(seed), "history": []}
-    else:
-        flow.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-    for step in range(st["step"], cfg.steps):
-        loss = -flow.log_prob(sample(cfg.batch_size, st["generator"])).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        st["history"].append(float(loss.detach()))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            window = st["history"][-cfg.checkpoint_every :]
-            run.log(
-                unit.index * cfg.steps + step,
-                dataset=dataset,
-                model=model,
-                seed=seed,
-                train_nll=sum(window) / len(window),
-            )
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            st.update(step=step + 1, model=flow.state_dict(), opt=opt.state_dict())
-            unit.checkpoint(st, step=unit.index * cfg.steps + step)
+
+    def loss(g: torch.Generator) -> torch.Tensor:
+        return -flow.log_prob(sample(cfg.batch_size, g)).mean()
+
+    history = fit_flow(
+        unit, run, flow, opt, cfg, seed, loss, "train_nll", dataset=dataset, model=model, seed=seed
+    )
     g = torch.Generator().manual_seed(10_000 + seed)  # the same test set for both models
     test, train = sample(cfg.test_size, g), sample(cfg.test_size, g)
-    res = {"test_nll": _nll(flow, test), "history": st["history"]}
+    res = {"test_nll": _nll(flow, test), "history": history}
     mu, var = train.mean(0), train.var(0)
     res["gaussian_nll"] = float(
         (0.5 * ((test - mu) ** 2 / var + torch.log(2 * math.pi * var))).sum(1).mean()
