@@ -36,6 +36,7 @@ __all__ = [
     "LayerState",
     "VSML",
     "VSMLConfig",
+    "average_weight_half",
     "cross_entropy_error",
     "episode",
     "init_params",
@@ -45,6 +46,8 @@ __all__ = [
     "param_shapes",
     "params_from_tensors",
     "population_size",
+    "reference_cell",
+    "reference_episode",
     "tick",
 ]
 
@@ -58,6 +61,13 @@ class VSMLConfig:
     (the reference's `backward_pass` option, used for backprop cloning), instead of delivering it
     with the next example. `logit_scale` κ multiplies the output message before the tanh bound
     (1 in the reference; backprop cloning uses it so that messages stay O(1)).
+
+    `inner_batch` K: how many consecutive batch entries form one learner. K = 1 (default):
+    every batch entry is an independent sequence. K > 1 (the reference's batch semantics): the
+    K entries are one learner seeing a mini-batch of K examples per step: they start from one
+    draw of the initial state, the first half of h and of c of every cell (the half that plays
+    the role of weights) is averaged over the K entries before every example, and the error
+    message is (softmax(ŷ) − onehot(y))/K, the gradient of the mini-batch's mean loss.
     """
 
     msg_size: int = 8
@@ -72,6 +82,7 @@ class VSMLConfig:
     backward_pass: bool = False
     forget_bias: float = 5.0
     input_bias: float = -5.0
+    inner_batch: int = 1
 
     def __post_init__(self) -> None:
         if self.msg_size < 2:
@@ -90,6 +101,10 @@ class VSMLConfig:
             )
         if self.tanh_bound < 0:
             raise ValueError(f"tanh_bound must be >= 0 (0 disables it), got {self.tanh_bound}")
+        if isinstance(self.inner_batch, bool) or not isinstance(self.inner_batch, int):
+            raise ValueError(f"inner_batch must be an int >= 1, got {self.inner_batch!r}")
+        if self.inner_batch < 1:
+            raise ValueError(f"inner_batch must be >= 1, got {self.inner_batch}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -237,21 +252,26 @@ def init_state(
     """Fresh states for a stack with layer sizes `sizes` = (A_1, A_2, …, B_L), e.g. (64, 32, 10).
 
     h = 0; the first `init_rand_proportion` of c's units are N(0, 1/A) (truncated, as the
-    reference), the rest 0; all messages 0. Each sequence and member gets its own draw.
+    reference), the rest 0; all messages 0. Each learner (member × group of `cfg.inner_batch`
+    sequences) gets its own draw, shared by the K entries of its mini-batch.
     """
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ValueError(f"sizes must list >= 2 positive layer widths, got {list(sizes)}")
     if batch < 1 or population < 1:
         raise ValueError(f"batch and population must be >= 1, got {batch}, {population}")
+    k = cfg.inner_batch
+    if batch % k:
+        raise ValueError(f"batch={batch} must be a multiple of cfg.inner_batch={k}")
     hdim, m = cfg.state_size, cfg.msg_size
     n_rand = int(hdim * cfg.init_rand_proportion)
     states = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=False):
         lead = (population, batch, a, b)
         h = torch.zeros(*lead, hdim, dtype=dtype, device=device)
+        draw = _trunc_normal((population, batch // k, a, b, n_rand), a**-0.5, generator, dtype)
         c = torch.cat(
             [
-                _trunc_normal((*lead, n_rand), a**-0.5, generator, dtype).to(device),
+                draw.repeat_interleave(k, dim=1).to(device),
                 torch.zeros(*lead, hdim - n_rand, dtype=dtype, device=device),
             ],
             dim=-1,
@@ -416,6 +436,28 @@ def tick(
     return states, logits
 
 
+def average_weight_half(states: Sequence[LayerState], k: int) -> list[LayerState]:
+    """Mini-batch inner learning's merge: the first ⌊H/2⌋ units of h and of c of every cell
+    averaged over each learner's `k` consecutive batch entries (axis N) and broadcast back."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k == 1:
+        return list(states)
+    out = []
+    for s in states:
+        P, N, A, B, H = s.h.shape
+        if N % k:
+            raise ValueError(f"batch {N} must be a multiple of k={k}")
+        half = H // 2
+        merged = []
+        for t in (s.h, s.c):
+            w = t[..., :half].reshape(P, N // k, k, A, B, half).mean(2, keepdim=True)
+            w = w.expand(P, N // k, k, A, B, half).reshape(P, N, A, B, half)
+            merged.append(torch.cat([w, t[..., half:]], dim=-1))
+        out.append(s._replace(h=merged[0], c=merged[1]))
+    return out
+
+
 def cross_entropy_error(logits: Tensor, y: Tensor) -> Tensor:
     """∂CE/∂ŷ = softmax(ŷ) − onehot(y), differentiable in ŷ (second-order terms flow in BPTT)."""
     return torch.softmax(logits, -1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
@@ -433,6 +475,33 @@ class EpisodeResult:
     states: list[LayerState]
     error: Tensor
     trace: list[list[LayerState]] = field(default_factory=list)
+
+
+def _example_step(
+    p: Mapping[str, Tensor],
+    states: Sequence[LayerState],
+    x: Tensor,
+    y: Tensor,
+    error: Tensor,
+    cfg: VSMLConfig,
+) -> tuple[list[LayerState], Tensor, Tensor]:
+    """One online example: (merge the mini-batch,) predict x `(P, N, A_1)` from the error of
+    the previous example, then form this example's error `(P, N, B, 2)` from y `(P, N)` (and
+    run the backward sweep with it when `cfg.backward_pass`)."""
+    k = cfg.inner_batch
+    if k > 1:
+        states = average_weight_half(states, k)
+    states, logits = tick(p, states, x, error, cfg)
+    err = cross_entropy_error(logits, y)
+    if k > 1:
+        err = err / k  # ∂(mean CE over the mini-batch)/∂ŷ
+    B = logits.shape[-1]
+    lab = F.one_hot(y, B).to(logits.dtype) if cfg.feed_label else torch.zeros_like(err)
+    error = torch.stack([err, lab], dim=-1)  # (P, N, B, 2)
+    if cfg.backward_pass:
+        states, _ = tick(p, states, None, error, cfg, reverse=True)
+        error = torch.zeros_like(error)
+    return states, logits, error
 
 
 def episode(
@@ -458,6 +527,9 @@ def episode(
         states, error: carry-over from a previous segment (truncated BPTT); fresh otherwise.
         generator: draws the random half of the initial cell states.
         record: keep detached copies of the states after every example in `trace`.
+
+    With `cfg.inner_batch` K > 1, the N sequences are N/K mini-batch learners (see
+    `VSMLConfig`); `loss` and `correct` stay per entry.
     """
     p = _with_population(params, cfg)
     P = next(iter(p.values())).shape[0]
@@ -484,24 +556,21 @@ def episode(
     B = states[-1].h.shape[3]
     if int(y.max()) >= B or int(y.min()) < 0:
         raise ValueError(f"labels must be in 0..{B - 1}, got range {int(y.min())}..{int(y.max())}")
+    k = cfg.inner_batch
+    if N % k:
+        raise ValueError(f"the batch N={N} must be a multiple of cfg.inner_batch={k}")
     slots = 2
     if error is None:
         error = x.new_zeros(P, N, B, slots)
     logits_t, loss_t, trace = [], [], []
     for t in range(T):
-        states, logits = tick(p, states, x[t], error, cfg)
+        states, logits, error = _example_step(p, states, x[t], y[t], error, cfg)
         loss_t.append(
             F.cross_entropy(logits.reshape(P * N, B), y[t].reshape(P * N), reduction="none").view(
                 P, N
             )
         )
         logits_t.append(logits)
-        err = cross_entropy_error(logits, y[t])
-        lab = F.one_hot(y[t], B).to(x.dtype) if cfg.feed_label else torch.zeros_like(err)
-        error = torch.stack([err, lab], dim=-1)  # (P, N, B, 2)
-        if cfg.backward_pass:
-            states, _ = tick(p, states, None, error, cfg, reverse=True)
-            error = torch.zeros_like(error)
         if record:
             trace.append([LayerState(*(t_.detach() for t_ in s)) for s in states])
     logits_all = torch.stack(logits_t)  # (T, P, N, B)
@@ -554,3 +623,134 @@ class VSML(nn.Module):
         return episode(
             self.param_dict(), x, y, self.cfg, sizes=sizes, generator=generator, record=record
         )
+
+
+# --- The plain reference: the equations cell by cell, for testing the fast path against. ---
+
+
+def reference_cell(
+    p: Mapping[str, Tensor],
+    fwd_in: Tensor,
+    bwd_in: Tensor,
+    h: Tensor,
+    c: Tensor,
+    cfg: VSMLConfig,
+) -> tuple[Tensor, Tensor]:
+    """One micro tick of every cell of a layer, written as plainly as possible.
+
+    Cell (a, b) reads the concatenation u_ab = [m→_a, m←_b, h_ab] `(2M+H,)` and computes
+    z = u_ab W + β with W = [W_f; W_b; W_h] `(2M+H, 4H)` (gates i, f, o, g), then
+    c' = σ(z_f + 5)·c + σ(z_i − 5)·tanh(z_g), h' = σ(z_o)·tanh(c'). No split projections,
+    no fused gates, no blocking: `p` with a population axis P, fwd_in `(P, N, A, M)`,
+    bwd_in `(P, N, B, M)`, h and c `(P, N, A, B, H)`; returns the new (h, c).
+    """
+    P, N, A, B, H = h.shape
+    M = fwd_in.shape[-1]
+    u = torch.cat(
+        [
+            fwd_in.unsqueeze(3).expand(P, N, A, B, M),
+            bwd_in.unsqueeze(2).expand(P, N, A, B, M),
+            h,
+        ],
+        dim=-1,
+    )  # (P, N, A, B, 2M+H)
+    w = torch.cat([p["w_f"], p["w_b"], p["w_h"]], dim=1)  # (P, 2M+H, 4H)
+    z = torch.einsum("pnabk,pkg->pnabg", u, w) + p["bias"].view(P, 1, 1, 1, 4 * H)
+    z_i, z_f, z_o, z_g = z.split(H, dim=-1)
+    c = torch.sigmoid(z_f + cfg.forget_bias) * c + torch.sigmoid(
+        z_i + cfg.input_bias
+    ) * torch.tanh(z_g)
+    h = torch.sigmoid(z_o) * torch.tanh(c)
+    return h, c
+
+
+def _reference_layer(p: Mapping[str, Tensor], state: LayerState, cfg: VSMLConfig):
+    # micro ticks of plain cells, then every cell's messages (and LayerNorm), then the means.
+    h, c = state.h, state.c
+    for _ in range(cfg.micro_ticks):
+        h, c = reference_cell(p, state.fwd_in, state.bwd_in, h, c, cfg)
+    P = h.shape[0]
+    msgs = []
+    for d in ("f", "b"):
+        m = torch.einsum("pnabh,phm->pnabm", h, p[f"head_{d}.weight"])
+        m = m + p[f"head_{d}.bias"].view(P, 1, 1, 1, -1)
+        if cfg.layer_norm:
+            mu = m.mean(-1, keepdim=True)
+            var = ((m - mu) ** 2).mean(-1, keepdim=True)
+            m = (m - mu) / torch.sqrt(var + 1e-5)
+            m = m * p[f"ln_{d}.scale"].view(P, 1, 1, 1, -1) + p[f"ln_{d}.offset"].view(
+                P, 1, 1, 1, -1
+            )
+        msgs.append(m)
+    return msgs[0].mean(2), msgs[1].mean(3), h, c  # fwd (P, N, B, M), bwd (P, N, A, M)
+
+
+def _reference_sweep(p, states, x, error, cfg: VSMLConfig, reverse: bool):
+    M = cfg.msg_size
+    states = list(states)
+    if x is not None:
+        fwd = torch.zeros(*x.shape, M, dtype=x.dtype, device=x.device)
+        fwd[..., 0] = x
+        states[0] = states[0]._replace(fwd_in=fwd)
+    bwd = torch.zeros(*error.shape[:-1], M, dtype=error.dtype, device=error.device)
+    bwd[..., : error.shape[-1]] = error
+    states[-1] = states[-1]._replace(bwd_in=bwd)
+    logits = None
+    for i in reversed(range(len(states))) if reverse else range(len(states)):
+        fwd_out, bwd_out, h, c = _reference_layer(p, states[i], cfg)
+        states[i] = states[i]._replace(h=h, c=c)
+        if i > 0:
+            states[i - 1] = states[i - 1]._replace(bwd_in=bwd_out)
+        if i + 1 < len(states):
+            states[i + 1] = states[i + 1]._replace(fwd_in=fwd_out)
+        else:
+            logits = fwd_out[..., cfg.output_idx] * cfg.logit_scale
+            if cfg.tanh_bound:
+                logits = cfg.tanh_bound * torch.tanh(logits / cfg.tanh_bound)
+    return states, logits
+
+
+def _reference_average(states: Sequence[LayerState], k: int) -> list[LayerState]:
+    # The reference's merge: the first half of h and of c, averaged over each learner's K
+    # consecutive batch entries and broadcast back.
+    out = []
+    for s in states:
+        new = []
+        for t in (s.h, s.c):
+            P, N = t.shape[:2]
+            half = t.shape[-1] // 2
+            w = t[..., :half].reshape(P, N // k, k, *t.shape[2:-1], half)
+            w = w.mean(2, keepdim=True).expand_as(w).reshape(*t.shape[:-1], half)
+            new.append(torch.cat([w, t[..., half:]], dim=-1))
+        out.append(s._replace(h=new[0], c=new[1]))
+    return out
+
+
+def reference_episode(
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    cfg: VSMLConfig,
+    states: Sequence[LayerState],
+) -> tuple[Tensor, list[LayerState], Tensor]:
+    """The episode of `episode` driven by `reference_cell`: x `(T, P, N, A_1)`, y `(T, P, N)`,
+    explicit initial `states`. The weight half of every state is averaged over each learner's
+    K = `cfg.inner_batch` entries before each example and the error divided by K (both the
+    identity for K = 1, the fast path's independent sequences).
+    Returns the logits `(T, P, N, B)`, the final states and the final error `(P, N, B, 2)`."""
+    p = _with_population(params, cfg)
+    k = cfg.inner_batch
+    B = states[-1].h.shape[3]
+    error = x.new_zeros(*y.shape[1:], B, 2)
+    logits_t = []
+    for t in range(x.shape[0]):
+        states = _reference_average(states, k)  # the identity when K = 1
+        states, logits = _reference_sweep(p, states, x[t], error, cfg, reverse=False)
+        logits_t.append(logits)
+        onehot = F.one_hot(y[t], B).to(x.dtype)
+        err = (torch.softmax(logits, -1) - onehot) / k
+        error = torch.stack([err, onehot if cfg.feed_label else torch.zeros_like(err)], -1)
+        if cfg.backward_pass:
+            states, _ = _reference_sweep(p, states, None, error, cfg, reverse=True)
+            error = torch.zeros_like(error)
+    return torch.stack(logits_t), states, error
