@@ -98,19 +98,25 @@ def test_run_tasks_vmap_equals_one_task_at_a_time():
         torch.testing.assert_close(query[k], q, atol=1e-12, rtol=0)
 
 
-def _fd_setup():
+def _fd_setup(loss):
     g = torch.Generator().manual_seed(3)
     theta = M.init_theta(2, hidden=3, message=2, scale=0.5, generator=g, dtype=F64)
-    tasks = M.sample_sine_tasks(2, k_support=4, k_query=3, generator=g, dtype=F64)
-    nets = M._init_nets((1, 3, 1), "tanh", 2, g, F64)
+    if loss == "mse":
+        tasks = M.sample_sine_tasks(2, k_support=4, k_query=3, generator=g, dtype=F64)
+    else:
+        x, y = torch.randn(20, 2, generator=g, dtype=F64), torch.arange(20) % 3
+        tasks = M.sample_class_tasks(x, y, 2, n_support=5, n_query=4, generator=g)
+    d_in, d_out = tasks.x.shape[-1], tasks.y.shape[-1]
+    nets = M._init_nets((d_in, 3, d_out), "tanh", 2, g, F64)
     leaves = M.theta_leaves(theta)
     direction = [torch.randn(t.shape, generator=g, dtype=F64) for t in leaves]
     return theta, tasks, nets, leaves, direction
 
 
-def test_meta_gradient_matches_finite_differences():
-    theta, tasks, nets, leaves, direction = _fd_setup()
-    kw = {"hidden": (3,), "nets": nets, "activation": "tanh", "target": "mean"}
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_meta_gradient_matches_finite_differences(loss):
+    theta, tasks, nets, leaves, direction = _fd_setup(loss)
+    kw = {"hidden": (3,), "nets": nets, "activation": "tanh", "target": "mean", "loss": loss}
     for t in leaves:
         t.requires_grad_()
     grads = torch.autograd.grad(M.meta_loss(theta, tasks, 3, **kw), leaves)
@@ -179,6 +185,17 @@ def test_class_tasks_and_sgd_classification():
     assert acc > 0.9
 
 
+def test_tune_sgd_lr_picks_the_best_of_the_grid():
+    tasks = M.sample_sine_tasks(8, generator=torch.Generator().manual_seed(6))
+    g = torch.Generator().manual_seed(8)
+    best, scores = M.tune_sgd_lr(tasks, 5, grid=(1e-4, 1e-2, 10.0), hidden=(10,), generator=g)
+    assert best == min(scores, key=scores.get) == 1e-2
+    assert scores[10.0] == float("inf")  # diverged
+    again = M.evaluate(M.sgd_theta(1e-2, dtype=torch.float32), tasks, 5, hidden=(10,),
+                       learner="sgd", generator=torch.Generator().manual_seed(8))  # fmt: skip
+    assert again == scores[1e-2]  # every lr ran from the same initial networks
+
+
 def test_bad_inputs_raise():
     g = torch.Generator().manual_seed(0)
     net = M.init_net((2, 3, 1), generator=g)
@@ -214,5 +231,9 @@ def test_bad_inputs_raise():
                              n_query=8)  # fmt: skip
     with pytest.raises(ValueError, match="nets has"):
         M.run_tasks(theta, M.sample_sine_tasks(2), 1, hidden=(3,), nets=[net[0]])
+    with pytest.raises(ValueError, match="learners for 3 layers"):
+        M.inner_loop(M.init_theta(3), net, x, y, 1)
+    with pytest.raises(ValueError, match="grid"):
+        M.tune_sgd_lr(M.sample_sine_tasks(2), 1, grid=())
     with pytest.raises(ValueError, match="target"):
         M.meta_loss(theta, M.sample_sine_tasks(2), 1, target="best")

@@ -62,6 +62,7 @@ __all__ = [
     "init_net",
     "init_theta",
     "inner_loop",
+    "inner_step",
     "loss_value",
     "meta_loss",
     "meta_train_step",
@@ -70,6 +71,7 @@ __all__ = [
     "sample_sine_tasks",
     "sgd_theta",
     "theta_leaves",
+    "tune_sgd_lr",
     "weight_std",
 ]
 
@@ -302,7 +304,7 @@ def init_theta(
     """Random GRU learners for a network of ``n_layers`` dense layers (one set per node).
 
     Dense GRUs: inputs 2+M, readout 1+M, scale κ_l = ``scale``; activation GRUs: 2+M → M; the
-    loss GRU: 3 → M. Every leaf is a tensor (hand them to a torch optimizer via `_leaves`).
+    loss GRU: 3 → M. Every leaf is a tensor (hand them to a torch optimizer via `theta_leaves`).
     """
     _check_int("n_layers", n_layers, 1)
     _check_int("hidden", hidden, 1)
@@ -440,6 +442,10 @@ def inner_loop(
         )
     lrn = get_learner(learner)
     net = [tuple(p) for p in net_params]
+    if "dense" in theta and len(theta["dense"]) != len(net):
+        raise ValueError(
+            f"theta has learners for {len(theta['dense'])} layers, the net {len(net)}"
+        )
     state = lrn.init_state(theta, net, x.shape[0])
     losses, query = [], []
     for t in range(steps):
@@ -645,3 +651,30 @@ def evaluate_classification(theta, tasks: Tasks, steps: int, **kw) -> float:
         nets, _, _ = run_tasks(theta, tasks, steps, loss="ce", **kw)
         pred = vmap(lambda n, x: forward(n, x, activation)[0])(nets, tasks.x_query)
     return float(accuracy(pred, tasks.y_query).mean())
+
+
+SGD_GRID = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1, 1.0)
+
+
+def tune_sgd_lr(
+    tasks: Tasks, steps: int, *, grid: Sequence[float] = SGD_GRID, loss: str = "mse", **kw
+) -> tuple[float, dict[float, float]]:
+    """The baseline's learning rate: plain SGD (the hand-set learner) with each lr of ``grid`` on
+    ``tasks`` for ``steps`` steps; the lr with the lowest query MSE (``mse``; non-finite counts
+    as +∞) or the highest query accuracy (``ce``). Returns (best lr, {lr: score})."""
+    _check_choice("loss", loss, LOSSES)
+    if len(grid) == 0:
+        raise ValueError("grid must hold at least one learning rate, got an empty sequence")
+    dtype, gen = tasks.x.dtype, kw.pop("generator", None)
+    scores = {}
+    for lr in grid:
+        theta = sgd_theta(lr, dtype=dtype)
+        if gen is not None:  # the same initial networks for every lr
+            kw["generator"] = torch.Generator().set_state(gen.get_state())
+        if loss == "mse":
+            value = evaluate(theta, tasks, steps, learner="sgd", **kw)
+            scores[lr] = value if math.isfinite(value) else math.inf
+        else:
+            scores[lr] = evaluate_classification(theta, tasks, steps, learner="sgd", **kw)
+    pick = min if loss == "mse" else max
+    return pick(scores, key=scores.get), scores
