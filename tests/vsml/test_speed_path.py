@@ -59,42 +59,65 @@ CASES = [
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (D64, 1e-12)])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_fast_episode_equals_reference_episode(case, dtype, tol):
+@pytest.mark.parametrize("grad", [False, True])
+def test_fast_episode_equals_reference_episode(case, dtype, tol, grad):
     cfg = VSMLConfig(**CASES[case])
     P, N, T, sizes = 3, 2, 6, (7, 5, 4, 3)
     p = _perturbed(cfg, P, dtype, seed=case)
+    if grad:
+        p = {k: v.requires_grad_(True) for k, v in p.items()}
     g = torch.Generator().manual_seed(10 + case)
     st = init_state(cfg, sizes, batch=N, population=P, generator=g, dtype=dtype)
     x = torch.randn(T, P, N, sizes[0], generator=g, dtype=dtype)
     y = torch.randint(0, sizes[-1], (T, P, N), generator=g)
     fast = episode(p, x, y, cfg, states=st)
-    logits, states, error = reference_episode(p, x, y, cfg, st)
+    assert fast.logits.requires_grad == grad
+    with torch.no_grad():
+        logits, states, error = reference_episode(p, x, y, cfg, st)
     assert float(logits.std()) > 1e-3  # a non-degenerate run
-    torch.testing.assert_close(fast.logits, logits, rtol=tol, atol=tol)
-    torch.testing.assert_close(fast.error, error, rtol=tol, atol=tol)
+    torch.testing.assert_close(fast.logits.detach(), logits, rtol=tol, atol=tol)
+    torch.testing.assert_close(fast.error.detach(), error, rtol=tol, atol=tol)
     for s_fast, s_ref in zip(fast.states, states, strict=True):
         for a, b in zip(s_fast, s_ref, strict=True):
-            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+            torch.testing.assert_close(a.detach(), b, rtol=tol, atol=tol)
 
 
-def test_fast_layer_equals_reference_on_a_blocked_grid(monkeypatch):
-    # A grid large enough for several blocks of cells (and a ragged last block).
+@pytest.mark.parametrize("block", [1, 7, 16, 40, 4096])
+@pytest.mark.parametrize("grad", [False, True])
+def test_blocked_paths_equal_reference(block, grad, monkeypatch):
+    # Blocks of one row, several rows (ragged), one batch entry, several members, everything;
+    # the in-place path (no autograd) and the out-of-place one (params require grad).
     import badgerlab.vsml.model as vm
 
-    monkeypatch.setattr(vm, "_BLOCK_CELLS", 7)
-    cfg = VSMLConfig()
-    p = _perturbed(cfg, 2, D64, seed=3)
+    monkeypatch.setattr(vm, "_BLOCK_CELLS", block)
+    cfg = VSMLConfig(feed_label=True)
+    p = _perturbed(cfg, 3, D64, seed=3)
+    if grad:
+        p = {k: v.requires_grad_(True) for k, v in p.items()}
     g = torch.Generator().manual_seed(4)
     st = [
         LayerState(
             *(
                 torch.randn(*s, generator=g, dtype=D64)
-                for s in [(2, 2, 5, 3, 16), (2, 2, 5, 3, 16), (2, 2, 5, 8), (2, 2, 3, 8)]
+                for s in [(3, 2, 5, 3, 16), (3, 2, 5, 3, 16), (3, 2, 5, 8), (3, 2, 3, 8)]
             )
         )
     ]
-    x = torch.randn(3, 2, 2, 5, generator=g, dtype=D64)
-    y = torch.randint(0, 3, (3, 2, 2), generator=g)
+    x = torch.randn(3, 3, 2, 5, generator=g, dtype=D64)
+    y = torch.randint(0, 3, (3, 3, 2), generator=g)
     fast = episode(p, x, y, cfg, states=st)
-    logits, _, _ = reference_episode(p, x, y, cfg, st)
-    torch.testing.assert_close(fast.logits, logits, rtol=1e-12, atol=1e-12)
+    assert fast.logits.requires_grad == grad
+    with torch.no_grad():
+        logits, states, _ = reference_episode(p, x, y, cfg, st)
+    torch.testing.assert_close(fast.logits.detach(), logits, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.states[0].c.detach(), states[0].c, rtol=1e-12, atol=1e-12)
+
+
+def test_in_place_path_leaves_the_callers_state_untouched():
+    cfg = VSMLConfig()
+    p = _perturbed(cfg, 2, torch.float32)
+    st = init_state(cfg, (6, 4), batch=2, population=2, generator=torch.Generator().manual_seed(0))
+    before = [t.clone() for t in st[0]]
+    with torch.no_grad():
+        episode(p, torch.randn(3, 2, 2, 6), torch.zeros(3, 2, 2, dtype=torch.long), cfg, states=st)
+    assert all(torch.equal(a, b) for a, b in zip(st[0], before, strict=True))
