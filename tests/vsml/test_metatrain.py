@@ -11,9 +11,11 @@ from badgerlab.vsml.metatrain import (
     adam_init,
     bptt_step,
     es_init,
+    es_initial_states,
     es_step,
     flatten,
     meta_loss,
+    population_fitness,
     unflatten,
 )
 from badgerlab.vsml.model import VSMLConfig
@@ -89,8 +91,42 @@ def test_es_step_on_a_population_matches_openai_es_tell():
     torch.testing.assert_close(new_state.center, want.center)
     assert mean_j == pytest.approx(float(fit.mean()), rel=1e-6)
     assert not torch.equal(new_state.center, state.center)
-    with pytest.raises(ValueError, match="P/2"):
-        es_step(learner, "openai-es", state, x[:, :2], y[:, :2], 3, generator=g)
+    with pytest.raises(ValueError, match="dividing"):
+        bad = torch.cat([x, x[:, :1]], dim=1)  # 4 groups for 6 members
+        es_step(learner, "openai-es", state, bad, torch.cat([y, y[:, :1]], 1), 3, generator=g)
+
+
+@pytest.mark.parametrize("learner", [VSMLLearner(TINY), MetaRNN(6, 3, hidden=8)])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_any_share_of_the_population_gets_the_same_fitness(learner, groups):
+    # What a Ray actor computes for its rows equals those rows' J in the whole population,
+    # whatever the split (shares of 3 cut antithetic pairs apart).
+    P = 8
+    p = learner.init_params(generator=torch.Generator().manual_seed(0))
+    state = es_init(learner, p, es="openai-es", popsize=P)
+    flat = get_es("openai-es").ask(state, generator=torch.Generator().manual_seed(1))
+    rows = torch.cat([flat, torch.arange(P, dtype=flat.dtype)[:, None]], dim=1)
+    x, y = _episodes(4, 2, 5, 3, seed=2, pairs=groups)
+    states = es_initial_states(learner, x, 3, generator=torch.Generator().manual_seed(3))
+    whole = population_fitness(rows, learner, P, x, y, 3, states)
+    shares = [population_fitness(r, learner, P, x, y, 3, states) for r in rows.split(3)]
+    torch.testing.assert_close(torch.cat(shares), whole, rtol=1e-6, atol=1e-7)
+    if groups == 4:  # members of one group share episodes and initial states
+        pop = {
+            k: v[:1].expand(P, *v.shape[1:])
+            for k, v in unflatten(flat, learner.param_shapes()).items()
+        }
+        same = population_fitness(
+            torch.cat([flatten(pop, learner.param_shapes()), rows[:, -1:]], 1),
+            learner,
+            P,
+            x,
+            y,
+            3,
+            states,
+        )
+        torch.testing.assert_close(same[0::2], same[1::2])
+        assert float((same[0] - same[2]).abs()) > 1e-6
 
 
 @pytest.mark.parametrize("learner", [VSMLLearner(TINY), MetaRNN(5, 3, hidden=16)])

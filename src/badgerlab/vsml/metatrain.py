@@ -14,14 +14,14 @@ config). All state is tensors, so both loops checkpoint and resume exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from .baselines import Learner, VSMLLearner
-from .model import LayerState, episode
+from .model import LayerState, episode, init_state
 
 __all__ = [
     "AdamState",
@@ -30,9 +30,11 @@ __all__ = [
     "bptt_step",
     "es_ask_params",
     "es_init",
+    "es_initial_states",
     "es_step",
     "flatten",
     "meta_loss",
+    "population_fitness",
     "unflatten",
 ]
 
@@ -223,6 +225,51 @@ def es_ask_params(
     return flat, unflatten(flat, learner.param_shapes())
 
 
+def population_fitness(
+    rows: Tensor,
+    learner: Learner,
+    popsize: int,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    states: list[LayerState] | None = None,
+) -> Tensor:
+    """J of population rows `(p, D + 1)`, each on its group's episodes and initial states:
+    what one Ray actor (or the driver, in process) computes for its share of the population.
+
+    The last column of `rows` is each member's index i in the whole population of `popsize`
+    P; member i is scored on group g = i // (P/G) of x `(T, G, N, A)`, y `(T, G, N)` and, for
+    VSML, of the random initial cell states `states` (layer states with leading axis G, or
+    None). So a share of any rows gets the same J as in the whole population, and each share
+    is one batched episode call. Returns `(p,)`, NaN and inf replaced by 1e3 (a loss).
+    """
+    theta, members = rows[:, :-1], rows[:, -1].round().long()
+    group = members // (popsize // x.shape[1])  # (p,)
+    params = unflatten(theta, learner.param_shapes())
+    xx, yy = x[:, group], y[:, group]  # (T, p, N, A), (T, p, N)
+    with torch.no_grad():
+        if states is not None and isinstance(learner, VSMLLearner):
+            own = [LayerState(*(t[group] for t in s)) for s in states]
+            loss = episode(params, xx, yy, learner.cfg, states=own).loss
+        else:
+            loss = learner.run(params, xx, yy, num_classes).loss
+    return torch.nan_to_num(loss.mean(dim=(0, 2)), nan=1e3, posinf=1e3)  # (p,)
+
+
+def es_initial_states(
+    learner: Learner, x: Tensor, num_classes: int, *, generator: torch.Generator
+) -> list[LayerState] | None:
+    """VSML's random initial cell states, one draw per episode group of x `(T, G, N, A)`
+    (None for learners without random states): members of a group start alike."""
+    if not isinstance(learner, VSMLLearner):
+        return None
+    sizes = (x.shape[-1], *learner.hidden, num_classes)
+    return init_state(
+        learner.cfg, sizes, batch=x.shape[2], population=x.shape[1], generator=generator,
+        dtype=x.dtype, device=x.device,
+    )  # fmt: skip
+
+
 def es_step(
     learner: Learner,
     es: str,
@@ -232,20 +279,31 @@ def es_step(
     num_classes: int,
     *,
     generator: torch.Generator,
+    evaluate: Callable[..., Tensor] | None = None,
 ) -> tuple[Any, float]:
-    """One ES generation. x `(T, P/2, N, A)`, y `(T, P/2, N)`: one episode batch per
-    antithetic pair, shared by its + and − members; all P members run in one batched call.
-    Returns the new state and the population's mean J."""
+    """One ES generation on episode groups x `(T, G, N, A)`, y `(T, G, N)`, G dividing P.
+
+    Member i is scored on group i // (P/G), with the group's initial states: G = P/2 gives
+    each antithetic pair (members 2k, 2k+1) its own episodes, shared by its + and − members
+    (the reference); G = 1 scores everyone on the same episodes (common random numbers, for
+    rank-based ES such as CMA-ES). `evaluate` computes `population_fitness` elsewhere from
+    the same arguments (e.g. `badgerlab.evolve.RayEvaluator(population_fitness, actors=N)`,
+    one share of the rows per actor); None: in process, all P members in one batched call.
+    Returns the new state and the population's mean J.
+    """
     from badgerlab.evolve import get_es
 
     algo = get_es(es)
-    flat, pop = es_ask_params(learner, es, state, generator=generator)
+    flat = algo.ask(state, generator=generator)  # (P, D)
     P = flat.shape[0]
-    if x.ndim != 4 or x.shape[1] * 2 != P:
-        raise ValueError(f"x must be (T, P/2={P // 2}, N, A), got {tuple(x.shape)}")
-    xx = x.repeat_interleave(2, dim=1)  # (T, P, N, A): members 2k, 2k+1 share episode k
-    yy = y.repeat_interleave(2, dim=1)
-    with torch.no_grad():
-        fitness = meta_loss(learner, pop, xx, yy, num_classes, generator=generator, tied=2)
-    fitness = torch.nan_to_num(fitness, nan=1e3, posinf=1e3)
+    if x.ndim != 4 or P % x.shape[1] or y.shape != x.shape[:3]:
+        raise ValueError(
+            f"x must be (T, G, N, A) with G dividing P={P} (P/2 = {P // 2}: one group per "
+            f"pair) and y (T, G, N); got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    states = es_initial_states(learner, x, num_classes, generator=generator)
+    members = torch.arange(P, dtype=flat.dtype, device=flat.device)
+    rows = torch.cat([flat, members[:, None]], dim=1)  # (P, D + 1)
+    fn = population_fitness if evaluate is None else evaluate
+    fitness = fn(rows, learner, P, x, y, num_classes, states).to(flat)
     return algo.tell(state, flat, fitness), float(fitness.mean())
