@@ -1,36 +1,50 @@
-"""Benchmark VSML layer steps: cell-steps/s against a batched nn.LSTMCell and a per-cell loop.
+"""Benchmark VSML's grid of LSTM cells: cell-steps/s against a batched nn.LSTMCell, a per-cell
+loop and the core's measured matmul peak, all in one run.
 
-Cases (issue 4): one 784×10 layer (batch 1), and a population of 64 parameter sets on a 64×10
-grid. Each case times one layer tick (`micro_ticks`=2, messages in and out) of
+Unit: one cell-step = one LSTM cell for one micro tick (a layer tick of A×B cells with
+`micro_ticks`=2 is 2·A·B cell-steps).
 
-  * vsml        — `badgerlab.vsml.model.layer_step`, eager;
-  * vsml+compile— the same under `torch.compile` (skipped with --no-compile);
-  * lstmcell    — all cells as one `nn.LSTMCell` call on concatenated [m→_a, m←_b] inputs
-                  (per population member for the population case), plus the same mean read-out;
-  * loop        — a Python loop over cells, each a tiny `nn.LSTMCell` call (timed on a subset
-                  of cells and scaled, because the full loop takes seconds).
+Cases (issues 4 and 11):
+  * `population64_episode` (W3): a population of 64 parameter sets, each on a 64×10 grid,
+    over a 100-example online episode (`episode`, batch 1, fresh initial states each run);
+  * `layer_784x10`: one layer tick of a 784×10 grid (batch 1, one member);
+  * `population64_64x10`: one layer tick of the W3 grid.
+Candidates, timed in interleaved rounds so that load from other processes hits each alike:
+  * vsml      — `badgerlab.vsml.model` without autograd (the default path under no_grad);
+  * vsml_autograd — the same with the parameters requiring grad (layer cases);
+  * lstmcell  — per member one `nn.LSTMCell` call on all cells' concatenated [m→_a, m←_b]
+                inputs per micro tick, plus the same mean read-out (the batched baseline);
+  * loop      — a Python loop over cells, each a tiny `nn.LSTMCell` call (layer cases; timed
+                on a subset of cells and scaled);
+  * matmul    — a 1024² float32 matmul: the core's matmul peak in GFLOP/s.
 
-Prints one JSON object: cell-steps/s of each, ratios vsml/lstmcell and vsml/loop, and peak
-memory (tracemalloc of the Python heap is useless for tensors, so the resident-set high-water
-mark from `resource` is reported).
+FLOPs of one cell-step, counted as multiply-adds × 2 of the matmuls: the recurrent
+h W_h (2·H·4H = 2048 at H=16), plus the amortised separable input projections
+(2·M·4H·(A+B) per layer tick, shared by the A·B cells and the micro ticks) and message heads
+(2·H·M·(A+B) per layer tick); the 4H+H = 80 sigmoid/tanh and ~9H other elementwise ops per
+cell-step are listed, not counted as FLOPs. `fraction_of_matmul_peak` = cell-steps/s ×
+FLOPs/cell-step ÷ the matmul's FLOP/s in the same run.
+
+Run: `nice -n 0 .venv/bin/python benchmarks/vsml.py` (one torch thread). Prints a table and
+one JSON object, with the load average before and after (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
 import torch
 from torch import nn
 
-from badgerlab.vsml.model import LayerState, VSMLConfig, init_params, layer_step
+from badgerlab.vsml.model import LayerState, VSMLConfig, episode, init_params, layer_step
 
 
 def _race(candidates: dict, *, rounds: int) -> dict[str, float]:
-    """Best seconds per call of each (fn, repeat), timed in interleaved rounds so that load
-    from other processes on a shared machine hits every candidate alike."""
+    """Best seconds per call of each (fn, repeat), timed in interleaved rounds."""
     for fn, _ in candidates.values():
         fn()
     best = {name: float("inf") for name in candidates}
@@ -43,111 +57,202 @@ def _race(candidates: dict, *, rounds: int) -> dict[str, float]:
     return best
 
 
-def _case(
-    P: int, A: int, B: int, *, compile_: bool, repeat: int, loop_cells: int, rounds: int
-) -> dict:
-    cfg = VSMLConfig()
+def flops_per_cell_step(cfg: VSMLConfig, A: int, B: int) -> dict[str, float]:
+    """Matmul FLOPs of one cell for one micro tick on an A×B grid (see the module doc)."""
+    H, M, T = cfg.state_size, cfg.msg_size, cfg.micro_ticks
+    recurrent = 2 * H * 4 * H
+    inputs = 2 * M * 4 * H * (A + B) / (A * B * T)
+    heads = 2 * H * M * (A + B) / (A * B * T)
+    return {
+        "recurrent": recurrent,
+        "input_projections": inputs,
+        "heads": heads,
+        "matmul_total": recurrent + inputs + heads,
+        "transcendentals": 5 * H,
+    }
+
+
+_MM = 1024
+
+
+def _matmul():
+    a, b = torch.randn(_MM, _MM), torch.randn(_MM, _MM)
+    out = torch.empty(_MM, _MM)
+    return lambda: torch.mm(a, b, out=out)
+
+
+class _LSTMCellGrid:
+    """The baseline: all cells of a member as one batched `nn.LSTMCell` call per micro tick."""
+
+    def __init__(self, cfg: VSMLConfig, P: int, A: int, B: int) -> None:
+        H, M = cfg.state_size, cfg.msg_size
+        self.cfg, self.P, self.A, self.B = cfg, P, A, B
+        self.lstms = [nn.LSTMCell(2 * M, H) for _ in range(P)]
+        self.heads = [nn.Linear(H, M) for _ in range(P)]
+
+    def layer(self, st: LayerState) -> tuple[torch.Tensor, torch.Tensor]:
+        P, A, B, M, H = self.P, self.A, self.B, self.cfg.msg_size, self.cfg.state_size
+        # Building each cell's concatenated input is part of the layer's work.
+        inp = torch.cat(
+            [
+                st.fwd_in.unsqueeze(3).expand(P, 1, A, B, M),
+                st.bwd_in.unsqueeze(2).expand(P, 1, A, B, M),
+            ],
+            -1,
+        )  # (P, 1, A, B, 2M)
+        fwd, bwd = [], []
+        for k in range(P):
+            x = inp[k].reshape(A * B, 2 * M)
+            h, c = st.h[k].reshape(A * B, H), st.c[k].reshape(A * B, H)
+            for _ in range(self.cfg.micro_ticks):
+                h, c = self.lstms[k](x, (h, c))
+            hv = h.view(A, B, H)
+            fwd.append(self.heads[k](hv.mean(0)))
+            bwd.append(self.heads[k](hv.mean(1)))
+        return torch.stack(fwd).unsqueeze(1), torch.stack(bwd).unsqueeze(1)
+
+    def episode(self, x: torch.Tensor) -> None:
+        # x (T, P, 1, A): the same online structure as VSML (messages carried between steps).
+        P, A, B, M, H = self.P, self.A, self.B, self.cfg.msg_size, self.cfg.state_size
+        st = LayerState(
+            torch.zeros(P, 1, A, B, H),
+            torch.zeros(P, 1, A, B, H),
+            torch.zeros(P, 1, A, M),
+            torch.zeros(P, 1, B, M),
+        )
+        for t in range(x.shape[0]):
+            fwd_in = torch.nn.functional.pad(x[t].unsqueeze(-1), (0, M - 1))
+            self.layer(st._replace(fwd_in=fwd_in))
+
+
+def _state(cfg: VSMLConfig, P: int, A: int, B: int) -> LayerState:
     H, M = cfg.state_size, cfg.msg_size
     g = torch.Generator().manual_seed(0)
-    params = init_params(cfg, population=P, generator=g)
-    st = LayerState(
-        torch.zeros(P, 1, A, B, H),
-        torch.randn(P, 1, A, B, H) * 0.1,
-        torch.randn(P, 1, A, M),
-        torch.randn(P, 1, B, M),
+    return LayerState(
+        torch.randn(P, 1, A, B, H, generator=g) * 0.1,
+        torch.randn(P, 1, A, B, H, generator=g) * 0.1,
+        torch.randn(P, 1, A, M, generator=g),
+        torch.randn(P, 1, B, M, generator=g),
     )
-    cells = P * A * B
-    out: dict = {"population": P, "A": A, "B": B, "cells": cells}
+
+
+def _layer_case(P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds: int) -> dict:
+    cfg = VSMLConfig()
+    params = init_params(cfg, population=P, generator=torch.Generator().manual_seed(0))
+    leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    st = _state(cfg, P, A, B)
+    base = _LSTMCellGrid(cfg, P, A, B)
+    H, M = cfg.state_size, cfg.msg_size
+    n_loop = min(loop_cells, A * B)
+    lstm0 = base.lstms[0]
+    inp0 = torch.randn(A * B, 2 * M)
+
+    def loop():
+        h, c = st.h[0].reshape(A * B, H), st.c[0].reshape(A * B, H)
+        for j in range(n_loop):
+            hj, cj = h[j : j + 1], c[j : j + 1]
+            for _ in range(cfg.micro_ticks):
+                hj, cj = lstm0(inp0[j : j + 1], (hj, cj))
 
     with torch.no_grad():
-        candidates = {"vsml_eager": (lambda: layer_step(params, st, cfg), repeat)}
-        if compile_:
-            fn = torch.compile(lambda p, s: layer_step(p, s, cfg), dynamic=False)
-            t0 = time.perf_counter()
-            fn(params, st)
-            out["compile_s"] = time.perf_counter() - t0
-            candidates["vsml_compiled"] = (lambda: fn(params, st), repeat)
+        cands = {
+            "vsml": (lambda: layer_step(params, st, cfg), repeat),
+            "lstmcell": (lambda: base.layer(st), repeat),
+            "loop": (loop, 1),
+            "matmul": (_matmul(), repeat),
+        }
+        secs = _race(cands, rounds=rounds)
+    secs |= _race({"vsml_autograd": (lambda: layer_step(leaves, st, cfg), repeat)}, rounds=rounds)
+    steps = P * A * B * cfg.micro_ticks
+    n = {"loop": n_loop * cfg.micro_ticks, "matmul": 0}
+    return _summary(cfg, A, B, secs, {k: n.get(k, steps) for k in secs}) | {
+        "population": P,
+        "A": A,
+        "B": B,
+    }
 
-        lstms = [nn.LSTMCell(2 * M, H) for _ in range(P)]
-        heads = [nn.Linear(H, M) for _ in range(P)]
 
-        def inputs():
-            return torch.cat(
-                [
-                    st.fwd_in.unsqueeze(3).expand(P, 1, A, B, M),
-                    st.bwd_in.unsqueeze(2).expand(P, 1, A, B, M),
-                ],
-                -1,
-            )  # (P, 1, A, B, 2M)
+def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int) -> dict:
+    cfg = VSMLConfig()
+    g = torch.Generator().manual_seed(0)
+    params = init_params(cfg, population=P, generator=g)
+    x = torch.randn(T, P, 1, A, generator=g)
+    y = torch.randint(0, B, (T, P, 1), generator=g)
+    base = _LSTMCellGrid(cfg, P, A, B)
 
-        def batched():
-            # Building each cell's concatenated input is part of the layer's work.
-            inp = inputs()
-            for k in range(P):
-                x = inp[k].reshape(A * B, 2 * M)
-                h, c = st.h[k].reshape(A * B, H), st.c[k].reshape(A * B, H)
-                for _ in range(cfg.micro_ticks):
-                    h, c = lstms[k](x, (h, c))
-                hv = h.view(A, B, H)
-                heads[k](hv.mean(0))
-                heads[k](hv.mean(1))
+    def vsml():
+        episode(params, x, y, cfg, sizes=(A, B), generator=torch.Generator().manual_seed(1))
 
-        candidates["lstmcell"] = (batched, repeat)
-        n_loop = min(loop_cells, A * B)
-        inp0 = inputs()[0].reshape(A * B, 2 * M)
+    with torch.no_grad():
+        cands = {
+            "vsml": (vsml, 1),
+            "lstmcell": (lambda: base.episode(x), 1),
+            "matmul": (_matmul(), 20),
+        }
+        secs = _race(cands, rounds=rounds)
+    steps = P * A * B * T * cfg.micro_ticks
+    out = _summary(cfg, A, B, secs, {"vsml": steps, "lstmcell": steps, "matmul": 0})
+    return out | {"population": P, "A": A, "B": B, "examples": T, "vsml_s": secs["vsml"]}
 
-        def loop():
-            h, c = st.h[0].reshape(A * B, H), st.c[0].reshape(A * B, H)
-            for j in range(n_loop):
-                hj, cj = h[j : j + 1], c[j : j + 1]
-                for _ in range(cfg.micro_ticks):
-                    hj, cj = lstms[0](inp0[j : j + 1], (hj, cj))
 
-        candidates["loop"] = (loop, 1)
-        secs = _race(candidates, rounds=rounds)
+def _summary(cfg, A, B, secs: dict, steps: dict) -> dict:
+    flops = flops_per_cell_step(cfg, A, B)
+    peak = 2 * _MM**3 / secs["matmul"]  # FLOP/s
+    out: dict = {"matmul_peak_gflops": peak / 1e9, "flops_per_cell_step": flops}
     for name, sec in secs.items():
-        out[name] = (n_loop if name == "loop" else cells) / sec
-    best = max(out.get("vsml_compiled", 0.0), out["vsml_eager"])
-    out["ratio_eager_vs_lstmcell"] = out["vsml_eager"] / out["lstmcell"]
-    out["ratio_eager_vs_loop"] = out["vsml_eager"] / out["loop"]
-    out["ratio_best_vs_lstmcell"] = best / out["lstmcell"]
-    out["ratio_best_vs_loop"] = best / out["loop"]
+        if name != "matmul":
+            out[name] = steps[name] / sec
+    out["vsml_fraction_of_matmul_peak"] = out["vsml"] * flops["matmul_total"] / peak
+    out["ratio_vsml_vs_lstmcell"] = out["vsml"] / out["lstmcell"]
+    if "loop" in out:
+        out["ratio_vsml_vs_loop"] = out["vsml"] / out["loop"]
     return out
+
+
+def _table(result: dict) -> str:
+    rows = [
+        f"{'case':22s} {'vsml':>8s} {'autograd':>9s} {'lstmcell':>9s} {'loop':>8s} "
+        f"{'vs cell':>8s} {'peak GF/s':>9s} {'of peak':>8s}"
+    ]
+    for name, r in result.items():
+        if not isinstance(r, dict) or "vsml" not in r:
+            continue
+
+        def m(key, r=r):
+            return f"{r[key] / 1e6:8.2f}" if key in r else f"{'-':>8s}"
+
+        rows.append(
+            f"{name:22s} {m('vsml')} {m('vsml_autograd'):>9s} {m('lstmcell'):>9s} {m('loop')} "
+            f"{r['ratio_vsml_vs_lstmcell']:8.2f} {r['matmul_peak_gflops']:9.1f} "
+            f"{r['vsml_fraction_of_matmul_peak']:8.3f}"
+        )
+    return "M cell-steps/s (one cell, one micro tick)\n" + "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--loop-cells", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--loop-cells", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    ap.add_argument("--examples", type=int, default=100, help="W3 episode length")
+    ap.add_argument("--skip-layers", action="store_true", help="only the W3 episode")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    result = {
-        "unit": "LSTM cell-steps per second (one tick of micro_ticks=2 per cell-step)",
+    result: dict = {
+        "unit": "LSTM cell-steps per second: one cell for one micro tick",
         "threads": args.threads,
         "torch": torch.__version__,
-        "layer_784x10": _case(
-            1,
-            784,
-            10,
-            compile_=not args.no_compile,
-            repeat=args.repeat,
-            loop_cells=args.loop_cells,
-            rounds=args.rounds,
-        ),
-        "population64_64x10": _case(
-            64,
-            64,
-            10,
-            compile_=not args.no_compile,
-            repeat=args.repeat,
-            loop_cells=args.loop_cells,
-            rounds=args.rounds,
-        ),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_average_before": os.getloadavg(),
+        "population64_episode": _episode_case(64, 64, 10, args.examples, rounds=args.rounds),
     }
+    if not args.skip_layers:
+        kw = dict(repeat=args.repeat, loop_cells=args.loop_cells, rounds=args.rounds)
+        result["layer_784x10"] = _layer_case(1, 784, 10, **kw)
+        result["population64_64x10"] = _layer_case(64, 64, 10, **kw)
+    result["load_average_after"] = os.getloadavg()
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(_table(result))
     print(json.dumps(result, indent=1))
 
 
