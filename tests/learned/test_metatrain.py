@@ -189,6 +189,16 @@ def test_dataset_tasks_and_population_layout():
     assert x[0].tolist() == [0.5] * 3 and x[1].tolist() == [-0.5] * 3
 
 
+def test_meta_objective_closed_form_and_clipping():
+    losses = torch.tensor([[1.0, math.e, 0.0], [float("nan"), 1e-9, 2.0]], dtype=torch.float64)
+    mean = meta_objective(losses, min_loss=1e-3, max_loss=5.0)
+    want0 = (0.0 + 1.0 + math.log(1e-3)) / 3  # an exact 0 is floored at L_min
+    want1 = (math.log(5.0) + math.log(1e-3) + math.log(2.0)) / 3  # NaN counts as L_max
+    torch.testing.assert_close(mean, torch.tensor([want0, want1], dtype=torch.float64))
+    final = meta_objective(losses, kind="final", min_loss=1e-3, max_loss=5.0)
+    torch.testing.assert_close(final, torch.tensor([math.log(1e-3), math.log(2.0)]).double())
+
+
 def test_bad_inputs_raise_value_errors_naming_them():
     task = _tiny_task()
     inner = init_inner(task, torch.Generator().manual_seed(0))
@@ -203,6 +213,10 @@ def test_bad_inputs_raise_value_errors_naming_them():
         dataset_task("cifar")
     with pytest.raises(ValueError, match="kind"):
         meta_objective(torch.ones(3), kind="best")
+    with pytest.raises(ValueError, match="min_loss"):
+        meta_objective(torch.ones(3), min_loss=0.0)
+    with pytest.raises(ValueError, match="max_loss"):
+        meta_objective(torch.ones(3), min_loss=1.0, max_loss=0.5)
     with pytest.raises(ValueError, match="num_theta"):
         hidden_of(torch.zeros(10))
     with pytest.raises(ValueError, match="steps"):

@@ -14,8 +14,8 @@ sets.
 *Inner loop.* `unroll(θ, task, inner, T)` applies ``lopt.lopt_step`` with ``mlp_head(θ)`` T times
 and returns the losses ``L_t = L(p_t)``, t = 1 … T, after every update; it is pure, so
 ``torch.func.grad`` and ``vmap`` run through it. The meta-loss (`meta_objective`) is the mean
-of ``log clip(L_t, 1e-5, L_max)`` over the unroll (the paper's log-loss, clipped so a diverging
-inner run gives a bounded value), or the final log-loss.
+of ``log clip(L_t, L_min, L_max)`` over the unroll (the paper's log-loss, clipped so a diverging
+inner run gives a bounded value and a solved task stops pulling), or the final log-loss.
 
 *Outer estimators of ∇_θ E[meta-loss]* (antithetic pairs θ ± σε_k, k = 1 … P/2):
 
@@ -106,7 +106,6 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "elu": torch.nn.functional.elu,
 }
 OBJECTIVES = ("mean", "final")
-MIN_LOSS = 1e-5  # floor of the log-loss: a perfectly fitted task scores log 1e-5
 
 #: The inner state: the task's parameter list and the optimizer's moments.
 Inner = tuple[list[Tensor], LOptState]
@@ -315,20 +314,29 @@ def unroll_head(head: Head, task: Task, inner: Inner, steps: int) -> tuple[Inner
     return (params, state), torch.stack(losses)
 
 
-def unroll(theta: Tensor, task: Task, inner: Inner, steps: int) -> tuple[Inner, Tensor]:
-    """`unroll_head` with the learned head ``mlp_head(θ)``, θ flat ``(num_theta(H),)``."""
-    return unroll_head(mlp_head(theta_from_vector(theta, hidden_of(theta))), task, inner, steps)
+def unroll(
+    theta: Tensor, task: Task, inner: Inner, steps: int, *, normalise: bool = True
+) -> tuple[Inner, Tensor]:
+    """`unroll_head` with the learned head ``mlp_head(θ)``, θ flat ``(num_theta(H),)``;
+    ``normalise`` as in `lopt.mlp_head` (features scaled by their second moment per tensor)."""
+    head = mlp_head(theta_from_vector(theta, hidden_of(theta)), normalise=normalise)
+    return unroll_head(head, task, inner, steps)
 
 
-def meta_objective(losses: Tensor, *, kind: str = "mean", max_loss: float = 10.0) -> Tensor:
-    """``losses (..., T)`` → ``(...)``: mean_t log clip(L_t, MIN_LOSS, L_max) ("mean") or the
+def meta_objective(
+    losses: Tensor, *, kind: str = "mean", min_loss: float = 1e-5, max_loss: float = 10.0
+) -> Tensor:
+    """``losses (..., T)`` → ``(...)``: mean_t log clip(L_t, L_min, L_max) ("mean") or the
     last one ("final"); NaN counts as L_max, so a diverged unroll scores the worst value, and
-    a loss that underflows to 0 stays finite."""
+    a loss that underflows to 0 stays finite. L_min also says when a task counts as solved:
+    below it, driving the loss further down earns nothing."""
     if kind not in OBJECTIVES:
         raise ValueError(f"kind must be one of {OBJECTIVES}, got {kind!r}")
-    if not (math.isfinite(max_loss) and max_loss > MIN_LOSS):
-        raise ValueError(f"max_loss must be finite and > {MIN_LOSS}, got {max_loss!r}")
-    logs = torch.log(torch.nan_to_num(losses, nan=max_loss).clamp(MIN_LOSS, max_loss))
+    if not (math.isfinite(min_loss) and min_loss > 0):
+        raise ValueError(f"min_loss must be finite and > 0, got {min_loss!r}")
+    if not (math.isfinite(max_loss) and max_loss > min_loss):
+        raise ValueError(f"max_loss must be finite and > min_loss ({min_loss}), got {max_loss!r}")
+    logs = torch.log(torch.nan_to_num(losses, nan=max_loss).clamp(min_loss, max_loss))
     return logs.mean(-1) if kind == "mean" else logs[..., -1]
 
 
@@ -353,14 +361,20 @@ def replicate(tree, n: int):
 
 
 def population_unroll(
-    task: Task, steps: int, *, kind: str = "mean", max_loss: float = 10.0
+    task: Task,
+    steps: int,
+    *,
+    kind: str = "mean",
+    min_loss: float = 1e-5,
+    max_loss: float = 10.0,
+    normalise: bool = True,
 ) -> PopulationFn:
     """fn(θ (P, D), inner (batched over P)) → (inner, meta-losses (P,)): `unroll` vmapped."""
     _check_steps(steps)
 
     def one(theta, inner):
-        inner, losses = unroll(theta, task, inner, steps)
-        return inner, meta_objective(losses, kind=kind, max_loss=max_loss)
+        inner, losses = unroll(theta, task, inner, steps, normalise=normalise)
+        return inner, meta_objective(losses, kind=kind, min_loss=min_loss, max_loss=max_loss)
 
     return vmap(one)
 
@@ -407,6 +421,7 @@ def bptt_grad(
     truncation: int,
     *,
     kind: str = "mean",
+    min_loss: float = 1e-5,
     max_loss: float = 10.0,
 ) -> tuple[Tensor, Inner, Tensor]:
     """Truncated BPTT: the unroll of ``steps`` in segments of ``truncation``; each segment's
@@ -420,7 +435,7 @@ def bptt_grad(
 
     def segment(th, inn):
         new, losses = unroll(th, task, inn, truncation)
-        return meta_objective(losses, kind=kind, max_loss=max_loss), new
+        return meta_objective(losses, kind=kind, min_loss=min_loss, max_loss=max_loss), new
 
     total, values = torch.zeros_like(theta), []
     for _ in range(steps // truncation):
