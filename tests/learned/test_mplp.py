@@ -91,9 +91,15 @@ def test_run_tasks_vmap_equals_one_task_at_a_time():
     for k in range(3):
         net = [(w[k], b[k]) for w, b in nets]
         _, s, q = M.inner_loop(
-            theta, net, tasks.x[k], tasks.y[k], 3, activation="tanh",
-            x_query=tasks.x_query[k], y_query=tasks.y_query[k],
-        )  # fmt: skip
+            theta,
+            net,
+            tasks.x[k],
+            tasks.y[k],
+            3,
+            activation="tanh",
+            x_query=tasks.x_query[k],
+            y_query=tasks.y_query[k],
+        )
         torch.testing.assert_close(sup[k], s, atol=1e-12, rtol=0)
         torch.testing.assert_close(query[k], q, atol=1e-12, rtol=0)
 
@@ -191,8 +197,14 @@ def test_tune_sgd_lr_picks_the_best_of_the_grid():
     best, scores = M.tune_sgd_lr(tasks, 5, grid=(1e-4, 1e-2, 10.0), hidden=(10,), generator=g)
     assert best == min(scores, key=scores.get) == 1e-2
     assert scores[10.0] == float("inf")  # diverged
-    again = M.evaluate(M.sgd_theta(1e-2, dtype=torch.float32), tasks, 5, hidden=(10,),
-                       learner="sgd", generator=torch.Generator().manual_seed(8))  # fmt: skip
+    again = M.evaluate(
+        M.sgd_theta(1e-2, dtype=torch.float32),
+        tasks,
+        5,
+        hidden=(10,),
+        learner="sgd",
+        generator=torch.Generator().manual_seed(8),
+    )
     assert again == scores[1e-2]  # every lr ran from the same initial networks
 
 
@@ -224,11 +236,11 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="n_tasks"):
         M.sample_sine_tasks(0)
     with pytest.raises(ValueError, match="n_classes"):
-        M.sample_class_tasks(torch.randn(10, 2), torch.arange(10) % 2, 1, n_support=2,
-                             n_query=2, n_classes=3)  # fmt: skip
+        M.sample_class_tasks(
+            torch.randn(10, 2), torch.arange(10) % 2, 1, n_support=2, n_query=2, n_classes=3
+        )
     with pytest.raises(ValueError, match="exceeds"):
-        M.sample_class_tasks(torch.randn(10, 2), torch.arange(10) % 2, 1, n_support=8,
-                             n_query=8)  # fmt: skip
+        M.sample_class_tasks(torch.randn(10, 2), torch.arange(10) % 2, 1, n_support=8, n_query=8)
     with pytest.raises(ValueError, match="nets has"):
         M.run_tasks(theta, M.sample_sine_tasks(2), 1, hidden=(3,), nets=[net[0]])
     with pytest.raises(ValueError, match="learners for 3 layers"):

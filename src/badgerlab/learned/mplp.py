@@ -28,6 +28,17 @@ the unrolled inner loop (`inner_loop`, optionally truncated) on a task distribut
 sinusoid regression (`sample_sine_tasks`) and small classification tasks
 (`sample_class_tasks`). The inner loop never differentiates the loss w.r.t. the network.
 
+Usage (few-shot sinusoids, the paper's first experiment)::
+
+    theta = init_theta(3, hidden=15, message=4, generator=g)
+    opt = torch.optim.Adam([t.requires_grad_() for t in theta_leaves(theta)], lr=1e-2)
+    for _ in range(n):
+        meta_train_step(theta, opt, sample_sine_tasks(8, generator=g), 5, hidden=(20, 20),
+                        generator=g, target="final")
+    init = torch.Generator().manual_seed(s)  # the test tasks' initial networks
+    mse = evaluate(theta, test_tasks, 5, hidden=(20, 20), generator=init)
+    lr, _ = tune_sgd_lr(tune_tasks, 5, hidden=(20, 20), generator=init2)  # the baseline
+
 A hand-set learner (`learner="sgd"`, θ = {"lr"}) makes the protocol backprop: the loss node
 sends δ = ∂ℓ_b/∂ŷ_b (2(ŷ−y)/O for MSE, p − y for cross-entropy), an activation node m·σ'(z), a
 dense layer ΔW = −lr·mean_b x_b δ_bᵀ, Δb = −lr·mean_b δ_b and m^{out} = δ Wᵀ, so the inner loop
