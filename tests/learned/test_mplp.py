@@ -208,6 +208,16 @@ def test_tune_sgd_lr_picks_the_best_of_the_grid():
     assert again == scores[1e-2]  # every lr ran from the same initial networks
 
 
+def test_theta_vector_round_trip():
+    theta = M.init_theta(3, hidden=4, message=2, generator=torch.Generator().manual_seed(0))
+    vec = M.theta_to_vector(theta)
+    back = M.theta_from_vector(vec * 2, theta)
+    for a, b in zip(M.theta_leaves(back), M.theta_leaves(theta), strict=True):
+        torch.testing.assert_close(a, 2 * b)
+    with pytest.raises(ValueError, match="vec must have shape"):
+        M.theta_from_vector(vec[:-1], theta)
+
+
 def test_bad_inputs_raise():
     g = torch.Generator().manual_seed(0)
     net = M.init_net((2, 3, 1), generator=g)

@@ -81,7 +81,9 @@ __all__ = [
     "sample_class_tasks",
     "sample_sine_tasks",
     "sgd_theta",
+    "theta_from_vector",
     "theta_leaves",
+    "theta_to_vector",
     "tune_sgd_lr",
     "weight_std",
 ]
@@ -560,6 +562,30 @@ def theta_leaves(theta) -> list[Tensor]:
     if isinstance(theta, dict):
         return [t for k in sorted(theta) for t in theta_leaves(theta[k])]
     return [t for v in theta for t in theta_leaves(v)]
+
+
+def theta_to_vector(theta) -> Tensor:
+    """θ as one flat vector (the order of `theta_leaves`), e.g. for evolution strategies."""
+    return torch.cat([t.reshape(-1) for t in theta_leaves(theta)])
+
+
+def theta_from_vector(vec: Tensor, like):
+    """Inverse of `theta_to_vector`: a θ shaped like ``like`` holding the entries of ``vec``."""
+    n = sum(t.numel() for t in theta_leaves(like))
+    if vec.ndim != 1 or vec.shape[0] != n:
+        raise ValueError(f"vec must have shape ({n},) for this theta, got {tuple(vec.shape)}")
+    pos = [0]
+
+    def build(tree):
+        if isinstance(tree, Tensor):
+            out = vec[pos[0] : pos[0] + tree.numel()].reshape(tree.shape)
+            pos[0] += tree.numel()
+            return out
+        if isinstance(tree, dict):
+            return {k: build(tree[k]) for k in sorted(tree)}
+        return [build(v) for v in tree]
+
+    return build(like)
 
 
 def _init_nets(sizes, activation, n_tasks, generator, dtype):
