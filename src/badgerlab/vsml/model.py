@@ -22,6 +22,7 @@ and a batch axis N (independent sequences); all A·B cells of a layer run as bat
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -301,28 +302,31 @@ def _layer_norm(x: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
 
 # Cells do not interact within a layer's micro ticks, so a layer runs in blocks of cells that
 # stay in the core's L2 cache through all micro ticks (one pass over memory per block instead
-# of one per elementwise op). Measured on a 2 MiB-L2 core: ~1k cells (a 256 KiB gate block).
-_BLOCK_CELLS = 1024
+# of one per elementwise op). Measured on a 2 MiB-L2 core shared with other processes:
+# ~1.5k cells (a 384 KiB gate block) beat both 640 and 4k.
+_BLOCK_CELLS = 1536
+
+
+def _plan(P: int, N: int, A: int, B: int) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """How a `(P, N, A, B, ·)` grid splits into blocks of at most ~`_BLOCK_CELLS` cells that
+    are each one contiguous range, in memory order: groups of `step` members, and within each
+    group the chunks (n0, n, a0, a) of n entries × a input rows (all B columns)."""
+    if N * A * B <= _BLOCK_CELLS:
+        return max(1, _BLOCK_CELLS // (N * A * B)), [(0, N, 0, A)]
+    if A * B <= _BLOCK_CELLS:
+        step = _BLOCK_CELLS // (A * B)
+        return 1, [(n0, min(step, N - n0), 0, A) for n0 in range(0, N, step)]
+    step = max(1, _BLOCK_CELLS // B)
+    return 1, [(n, 1, a0, min(step, A - a0)) for n in range(N) for a0 in range(0, A, step)]
 
 
 def _blocks(P: int, N: int, A: int, B: int) -> list[tuple[slice, slice, slice]]:
-    """Blocks (members, entries, input rows) of at most ~`_BLOCK_CELLS` cells that are each one
-    contiguous range of a `(P, N, A, B, ·)` tensor, listed in memory order."""
-    if P * N * A * B <= _BLOCK_CELLS:
-        return [(slice(0, P), slice(0, N), slice(0, A))]
-    if N * A * B <= _BLOCK_CELLS:
-        step = _BLOCK_CELLS // (N * A * B)
-        return [(slice(p0, p0 + step), slice(0, N), slice(0, A)) for p0 in range(0, P, step)]
-    one = [slice(p0, p0 + 1) for p0 in range(P)]
-    if A * B <= _BLOCK_CELLS:
-        step = _BLOCK_CELLS // (A * B)
-        return [(p_, slice(n0, n0 + step), slice(0, A)) for p_ in one for n0 in range(0, N, step)]
-    step = max(1, _BLOCK_CELLS // B)
+    """The blocks of `_plan` as (members, entries, input rows) slices, in memory order."""
+    step, chunks = _plan(P, N, A, B)
     return [
-        (p_, slice(n0, n0 + 1), slice(a0, a0 + step))
-        for p_ in one
-        for n0 in range(N)
-        for a0 in range(0, A, step)
+        (slice(p0, p0 + step), slice(n0, n0 + n), slice(a0, a0 + a))
+        for p0 in range(0, P, step)
+        for n0, n, a0, a in chunks
     ]
 
 
@@ -347,14 +351,15 @@ def _micro_ticks_inplace(
     h_out: Tensor,
     c_out: Tensor,
     z: Tensor,
-    ticks: int,
+    gates: tuple[Tensor, ...],
+    cfg: VSMLConfig,
 ) -> None:
     """The same steps without autograd, in place and allocation-free: drive, h, c as in
     `_micro_ticks` are read, the new h and c written to `h_out`, `c_out` (same shapes);
-    z `(p, cells, 4H)` is scratch. Each op is one pass over a cache-resident block."""
-    H = h.shape[-1]
-    i, f, o, sg = z.split(H, dim=-1)
-    for _ in range(ticks):
+    z `(p, cells, 4H)` is scratch and `gates` its (i, f, o, g) column views. Each op is one
+    pass over a cache-resident block."""
+    i, f, o, sg = gates
+    for _ in range(cfg.micro_ticks):
         torch.bmm(h, w_h, out=z)
         z.add_(drive).sigmoid_()
         torch.mul(c, f, out=c_out).addcmul_(i, sg, value=2.0).sub_(i)  # f⊙c + i⊙tanh(g)
@@ -385,53 +390,66 @@ def _grid_ticks_autograd(xf: Tensor, xb: Tensor, w_h: Tensor, h: Tensor, c: Tens
     return torch.cat(hs).view(P, N, A, B, H), torch.cat(cs).view(P, N, A, B, H)
 
 
-def _grid_ticks_inplace(xf: Tensor, xb: Tensor, w_h: Tensor, h: Tensor, c: Tensor, cfg):
-    # No autograd: each block's gates, drive and states live in reused buffers, and its
-    # means over rows and columns (for the messages) are taken while it is still in cache.
+def _grid_ticks_inplace(
+    xf: Tensor, xb: Tensor, w_h: Tensor, h: Tensor, c: Tensor, cfg, out: tuple | None
+):
+    # No autograd: every block's drive and gates live in two reused buffers. All per-block
+    # views come from a few `split` calls (Python indexing per block costs more than a
+    # block's elementwise ops).
     P, N, A, B, H = h.shape
     G = 4 * H
-    blocks = _blocks(P, N, A, B)
-    h_out, c_out = torch.empty_like(h), torch.empty_like(c)
-    mean_a = h.new_empty(P, N, B, H)  # h averaged over the A rows (for m→)
-    mean_b = h.new_empty(P, N, A, H)  # ... over the B columns (for m←)
-    whole_rows = blocks[0][2] == slice(0, A)
-    ps, ns, rows = blocks[0]
-    most = len(range(P)[ps]) * len(range(N)[ns]) * len(range(A)[rows]) * B * G
-    z_buf, d_buf = h.new_empty(most), h.new_empty(most)
-    for ps, ns, rows in blocks:
-        xfb = xf[ps, ns, rows]
-        shape = (xfb.shape[0], xfb.shape[1], xfb.shape[2], B, G)
-        size = math.prod(shape)
-        drive = torch.add(xfb, xb[ps, ns], out=d_buf[:size].view(shape))
-        hb = h_out[ps, ns, rows]
-        _micro_ticks_inplace(
-            drive.view(shape[0], -1, G),
-            w_h[ps],
-            h[ps, ns, rows].reshape(shape[0], -1, H),
-            c[ps, ns, rows].reshape(shape[0], -1, H),
-            hb.view(shape[0], -1, H),
-            c_out[ps, ns, rows].view(shape[0], -1, H),
-            z_buf[:size].view(shape[0], -1, G),
-            cfg.micro_ticks,
-        )
-        if whole_rows:
-            torch.mean(hb, 2, out=mean_a[ps, ns])
-            torch.mean(hb, 3, out=mean_b[ps, ns])
-    if not whole_rows:
-        torch.mean(h_out, 2, out=mean_a)
-        torch.mean(h_out, 3, out=mean_b)
-    return h_out, c_out, mean_a, mean_b
+    step, chunks = _plan(P, N, A, B)
+    h_out, c_out = out if out is not None else (torch.empty_like(h), torch.empty_like(c))
+    cells = [n * a * B for _, n, _, a in chunks]
+    rows = [n * a for _, n, _, a in chunks]
+
+    def split(t: Tensor, sizes: list[int], width: int) -> list[Tensor]:
+        return [b for m in t.view(P, -1, width).split(step, 0) for b in m.split(sizes, 1)]
+
+    xb = xb.view(P, N, B, G)
+    xbs = [m.narrow(1, n0, n) for m in xb.split(step, 0) for n0, n, _, _ in chunks]
+    views = zip(
+        split(xf, rows, G),
+        xbs,
+        split(h, cells, H),
+        split(c, cells, H),
+        split(h_out, cells, H),
+        split(c_out, cells, H),
+        [w for w in w_h.split(step, 0) for _ in chunks],
+        strict=True,
+    )
+    p0 = min(step, P)
+    z_buf, d_buf = h.new_empty(p0 * cells[0] * G), h.new_empty(p0 * cells[0] * G)
+    scratch: dict[tuple[int, ...], tuple[Tensor, Tensor, tuple[Tensor, ...]]] = {}
+    for (xfb, xbb, hb, cb, hob, cob, wb), (_, n, _, a) in zip(
+        views, itertools.cycle(chunks), strict=False
+    ):
+        shape = (xfb.shape[0], n, a, B, G)
+        if shape not in scratch:
+            size = math.prod(shape)
+            z = z_buf[:size].view(shape[0], -1, G)
+            scratch[shape] = (d_buf[:size].view(shape), z, z.split(H, dim=-1))
+        d, z, gates = scratch[shape]
+        torch.add(xfb.view(shape[0], n, a, 1, G), xbb.unsqueeze(2), out=d)
+        _micro_ticks_inplace(d.view(shape[0], -1, G), wb, hb, cb, hob, cob, z, gates, cfg)
+    return h_out, c_out
 
 
 def layer_step(
-    p: Mapping[str, Tensor], state: LayerState, cfg: VSMLConfig
+    p: Mapping[str, Tensor],
+    state: LayerState,
+    cfg: VSMLConfig,
+    *,
+    out: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run `cfg.micro_ticks` ticks of one layer on the messages stored in `state`.
 
     `p` carries a population axis (see `_with_population`). Returns the new forward messages
     `(P, N, B, M)`, backward messages `(P, N, A, M)`, and the new `h`, `c` `(P, N, A, B, H)`.
     Without autograd (e.g. under `torch.no_grad()`) the cells run in place in cache-sized
-    blocks; with it, out of place; both compute the same numbers as `reference_cell`.
+    blocks, writing the new h and c into `out` = (h, c) buffers when given (they must not
+    alias the state); with autograd, out of place (`out` unused); both compute the numbers
+    of `reference_cell`.
     """
     h, c, fwd_in, bwd_in = state
     P, N, A, B, H = h.shape
@@ -451,9 +469,8 @@ def layer_step(
     # Autograd needs the out-of-place path only where the grid's own inputs require grad.
     if torch.is_grad_enabled() and any(t.requires_grad for t in (xf, xb, w_h, h, c)):
         h, c = _grid_ticks_autograd(xf, xb, w_h, h, c, cfg)
-        mean_a, mean_b = h.mean(2), h.mean(3)
     else:
-        h, c, mean_a, mean_b = _grid_ticks_inplace(xf, xb, w_h, h, c, cfg)
+        h, c = _grid_ticks_inplace(xf, xb, w_h, h, c, cfg, out)
     if cfg.layer_norm:
         # LayerNorm is per cell and nonlinear, so each cell's message is projected first.
         mf = torch.einsum("pnabh,phm->pnabm", h, p["head_f.weight"]) + p["head_f.bias"].view(
@@ -468,10 +485,10 @@ def layer_step(
         # The heads are affine, so averaging h first and projecting once is exact and
         # B (resp. A) times cheaper than projecting every cell.
         fwd_out = torch.baddbmm(
-            p["head_f.bias"].unsqueeze(1), mean_a.reshape(P, N * B, H), p["head_f.weight"]
+            p["head_f.bias"].unsqueeze(1), h.mean(2).reshape(P, N * B, H), p["head_f.weight"]
         ).view(P, N, B, M)
         bwd_out = torch.baddbmm(
-            p["head_b.bias"].unsqueeze(1), mean_b.reshape(P, N * A, H), p["head_b.weight"]
+            p["head_b.bias"].unsqueeze(1), h.mean(3).reshape(P, N * A, H), p["head_b.weight"]
         ).view(P, N, A, M)
     return fwd_out, bwd_out, h, c
 
@@ -490,14 +507,16 @@ def tick(
     cfg: VSMLConfig,
     *,
     reverse: bool = False,
+    out: Sequence[tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[list[LayerState], Tensor]:
     """One sweep of the stack: x `(P, N, A_1)` in as forward messages, `error`
     `(P, N, B_L, k)` (k ≤ M slots: error, label) in as backward messages of the last layer.
 
     Forward sweeps run layer 1 … L, each layer reading the forward messages its predecessor
     just sent and the backward messages its successor sent on the previous sweep; reverse
-    sweeps run L … 1. `x=None` / `error=None` keep the stored messages. Returns the new
-    states and the bounded logits `(P, N, B_L)` of the last layer's forward messages.
+    sweeps run L … 1. `x=None` / `error=None` keep the stored messages. `out`: per layer
+    (h, c) buffers for the new states (see `layer_step`). Returns the new states and the
+    bounded logits `(P, N, B_L)` of the last layer's forward messages.
     """
     p = _with_population(params, cfg)
     M = cfg.msg_size
@@ -509,7 +528,7 @@ def tick(
     order = range(len(states) - 1, -1, -1) if reverse else range(len(states))
     logits = None
     for i in order:
-        fwd_out, bwd_out, h, c = layer_step(p, states[i], cfg)
+        fwd_out, bwd_out, h, c = layer_step(p, states[i], cfg, out=None if out is None else out[i])
         states[i] = states[i]._replace(h=h, c=c)
         if i > 0:
             states[i - 1] = states[i - 1]._replace(bwd_in=bwd_out)
@@ -566,6 +585,22 @@ class EpisodeResult:
     trace: list[list[LayerState]] = field(default_factory=list)
 
 
+class _PingPong:
+    """Two alternating sets of (h, c) buffers per layer for an episode without autograd:
+    each sweep writes the set the sweep before last wrote, which nothing else holds, so
+    fresh multi-MiB states are not allocated (and page-faulted in) every sweep."""
+
+    def __init__(self, states: Sequence[LayerState]) -> None:
+        self.sets = [
+            [(torch.empty_like(s.h), torch.empty_like(s.c)) for s in states] for _ in "ab"
+        ]
+        self.k = 0
+
+    def __call__(self) -> list[tuple[Tensor, Tensor]]:
+        self.k ^= 1
+        return self.sets[self.k]
+
+
 def _example_step(
     p: Mapping[str, Tensor],
     states: Sequence[LayerState],
@@ -573,6 +608,7 @@ def _example_step(
     y: Tensor,
     error: Tensor,
     cfg: VSMLConfig,
+    buffers: _PingPong | None = None,
 ) -> tuple[list[LayerState], Tensor, Tensor]:
     """One online example: (merge the mini-batch,) predict x `(P, N, A_1)` from the error of
     the previous example, then form this example's error `(P, N, B, 2)` from y `(P, N)` (and
@@ -580,7 +616,7 @@ def _example_step(
     k = cfg.inner_batch
     if k > 1:
         states = average_weight_half(states, k)
-    states, logits = tick(p, states, x, error, cfg)
+    states, logits = tick(p, states, x, error, cfg, out=buffers and buffers())
     err = cross_entropy_error(logits, y)
     if k > 1:
         err = err / k  # ∂(mean CE over the mini-batch)/∂ŷ
@@ -588,7 +624,7 @@ def _example_step(
     lab = F.one_hot(y, B).to(logits.dtype) if cfg.feed_label else torch.zeros_like(err)
     error = torch.stack([err, lab], dim=-1)  # (P, N, B, 2)
     if cfg.backward_pass:
-        states, _ = tick(p, states, None, error, cfg, reverse=True)
+        states, _ = tick(p, states, None, error, cfg, reverse=True, out=buffers and buffers())
         error = torch.zeros_like(error)
     return states, logits, error
 
@@ -652,8 +688,11 @@ def episode(
     if error is None:
         error = x.new_zeros(P, N, B, slots)
     logits_t, loss_t, trace = [], [], []
+    leaves = [*p.values(), *(t_ for s in states for t_ in s), x, error]
+    grad = torch.is_grad_enabled() and any(t_.requires_grad for t_ in leaves)
+    buffers = None if record or grad else _PingPong(states)
     for t in range(T):
-        states, logits, error = _example_step(p, states, x[t], y[t], error, cfg)
+        states, logits, error = _example_step(p, states, x[t], y[t], error, cfg, buffers)
         loss_t.append(
             F.cross_entropy(logits.reshape(P * N, B), y[t].reshape(P * N), reduction="none").view(
                 P, N
