@@ -165,3 +165,34 @@ def test_bad_inputs_name_the_argument(call, name):
 def test_integer_tensor_rejected():
     with pytest.raises(ValueError, match="W"):
         hmem.read(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("cls", [hmem.HMem, hmem.MemNetBaseline, hmem.LSTMBaseline])
+def test_padding_mask_equals_the_unpadded_story(cls):
+    """A right-padded story with its mask answers exactly as the story alone (float64)."""
+    torch.manual_seed(0)
+    net = cls(5, 3, 6, 4).double()
+    g = torch.Generator().manual_seed(2)
+    story = torch.randn(2, 4, 5, generator=g, dtype=torch.float64)
+    query = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    lengths = (4, 2)
+    padded = torch.cat([story, torch.randn(2, 3, 5, generator=g, dtype=torch.float64)], 1)
+    mask = torch.arange(7)[None] < torch.tensor(lengths)[:, None]
+    out = net(padded, query, mask)
+    for b, n in enumerate(lengths):
+        alone = net(story[b : b + 1, :n], query[b : b + 1])
+        torch.testing.assert_close(out[b : b + 1], alone, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_masks_are_refused():
+    net = hmem.HMem(5, 3, 6, 4)
+    story, query = torch.randn(2, 4, 5), torch.randn(2, 3)
+    with pytest.raises(ValueError, match="mask must be a bool"):
+        net(story, query, torch.ones(2, 4))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        net(story, query, torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least one step"):
+        net(story, query, torch.zeros(2, 4, dtype=torch.bool))
+    lstm = hmem.LSTMBaseline(5, 3, 6, 4)
+    with pytest.raises(ValueError, match="right-padded"):
+        lstm(story, query, torch.tensor([[False, True, True, True]] * 2))

@@ -101,9 +101,15 @@ def write(
     if tuple(v.shape) != (B, n):
         raise ValueError(f"v must have shape {(B, n)} to match W, got {tuple(v.shape)}")
     _check_gamma(gamma_pos, gamma_neg, w_max)
-    kv = k[:, :, None] * v[:, None, :]  # (B, m, n)
-    k2 = (k * k)[:, :, None]  # (B, m, 1), broadcast over the value index: k² 1ᵀ
-    return W + gamma_pos * (w_max - W) * kv - gamma_neg * W * k2
+    return _write(W, k, v, gamma_pos, gamma_neg, w_max)
+
+
+def _write(W: Tensor, k: Tensor, v: Tensor, gamma_pos, gamma_neg, w_max) -> Tensor:
+    """`write` without the argument checks (the module's inner loop checks once per story),
+    in three full-size ops: with a = γ₊ k vᵀ, W' = W ⊙ ((1 − γ₋ k²) 1ᵀ − a) + w_max a."""
+    a = (gamma_pos * k)[:, :, None] * v[:, None, :]  # (B, m, n)
+    keep = (1.0 - gamma_neg * k * k)[:, :, None] - a  # (B, m, n)
+    return torch.addcmul(a if w_max == 1.0 else w_max * a, W, keep)
 
 
 def read(W: Tensor, q: Tensor) -> Tensor:
@@ -127,7 +133,9 @@ def _check_sizes(**sizes: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {val!r}")
 
 
-def _check_inputs(story: Tensor, query: Tensor, input_size: int, query_size: int) -> None:
+def _check_inputs(
+    story: Tensor, query: Tensor, input_size: int, query_size: int, mask: Tensor | None = None
+) -> None:
     _check_batch("story", story, 3)
     _check_batch("query", query, 2)
     if story.shape[-1] != input_size:
@@ -136,6 +144,22 @@ def _check_inputs(story: Tensor, query: Tensor, input_size: int, query_size: int
         raise ValueError(
             f"query must have shape {(story.shape[0], query_size)}, got {tuple(query.shape)}"
         )
+    _check_mask(mask, story)
+
+
+def _check_mask(mask: Tensor | None, story: Tensor) -> None:
+    """`mask` (B, T) bool marks the real steps of a padded story; None means all are real."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")
+    if tuple(mask.shape) != tuple(story.shape[:2]):
+        raise ValueError(
+            f"mask must have shape {tuple(story.shape[:2])} to match story, "
+            f"got {tuple(mask.shape)}"
+        )
+    if not bool(mask.any(-1).all()):
+        raise ValueError("mask must keep at least one step of every story")
 
 
 class HMem(nn.Module):
@@ -179,20 +203,29 @@ class HMem(nn.Module):
         self.W_o = nn.Linear(m, num_outputs, bias=False)
 
     def extract(self, e: Tensor) -> tuple[Tensor, Tensor]:
-        """k = LN(ReLU(W_k e)), v = LN(ReLU(W_v e)); e: (B, E) → two (B, m)."""
+        """k = LN(ReLU(W_k e)), v = LN(ReLU(W_v e)); e: (…, E) → two (…, m)."""
         return self.ln_k(F.relu(self.W_k(e))), self.ln_v(F.relu(self.W_v(e)))
 
-    def memorize(self, story: Tensor) -> Tensor:
-        """Write every step of `story` (B, T, E) into W_0 = 0; returns W_T (B, m, m)."""
+    def memorize(self, story: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Write every step of `story` (B, T, E) into W_0 = 0; returns W_T (B, m, m).
+
+        With `mask` (B, T) bool a step whose entry is False (padding) leaves W unchanged.
+        """
+        _check_mask(mask, story)
         B, T, _ = story.shape
-        W = story.new_zeros(B, self.memory_size, self.memory_size)
+        m = self.memory_size
+        keys, vals = self.extract(story)  # every step at once: (B, T, m) each
+        # W_d [v; v_h] + b = W_d[:, :m] v + b + W_d[:, m:] v_h: the first part needs no memory
+        mixed = F.linear(vals, self.W_d.weight[:, :m], self.W_d.bias)  # (B, T, m)
+        W_dh = self.W_d.weight[:, m:]
+        if mask is not None:  # a zero key writes nothing: W ⊙ 1 + 0 leaves W exactly as it was
+            keys = keys * mask[..., None]
+        W = story.new_zeros(B, m, m)
         for t in range(T):
-            k, v = self.extract(story[:, t])
-            v_h = torch.einsum("bm,bmn->bn", k, W)  # read-before-write, (B, m)
-            v = self.ln_d(self.W_d(torch.cat([v, v_h], dim=-1)))
-            W = write(
-                W, k, v, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg, w_max=self.w_max
-            )
+            k = keys[:, t]
+            v_h = torch.bmm(k[:, None], W)[:, 0]  # read-before-write kᵀW, (B, m)
+            v = self.ln_d(mixed[:, t] + F.linear(v_h, W_dh))
+            W = _write(W, k, v, self.gamma_pos, self.gamma_neg, self.w_max)
         return W
 
     def answer(self, W: Tensor, query: Tensor) -> Tensor:
@@ -204,9 +237,9 @@ class HMem(nn.Module):
             v_hat = read(W, q)
         return self.W_o(v_hat)
 
-    def forward(self, story: Tensor, query: Tensor) -> Tensor:
-        _check_inputs(story, query, self.input_size, self.query_size)
-        return self.answer(self.memorize(story), query)
+    def forward(self, story: Tensor, query: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_inputs(story, query, self.input_size, self.query_size, mask)
+        return self.answer(self.memorize(story, mask), query)
 
 
 class MemNetBaseline(nn.Module):
@@ -243,8 +276,9 @@ class MemNetBaseline(nn.Module):
         self.ln_hops = nn.ModuleList(nn.LayerNorm(m) for _ in range(hops - 1))
         self.W_o = nn.Linear(m, num_outputs, bias=False)
 
-    def forward(self, story: Tensor, query: Tensor) -> Tensor:
-        _check_inputs(story, query, self.input_size, self.query_size)
+    def forward(self, story: Tensor, query: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits (B, C); `mask` (B, T) bool hides padding slots from the attention."""
+        _check_inputs(story, query, self.input_size, self.query_size, mask)
         K = self.ln_k(F.relu(self.W_k(story)))  # (B, T, m)
         V = self.ln_v(F.relu(self.W_v(story)))  # (B, T, m)
         q = F.relu(self.W_q(query))
@@ -253,7 +287,10 @@ class MemNetBaseline(nn.Module):
         for lin, ln in hops:
             if lin is not None:
                 q = ln(lin(torch.cat([query, v_hat], dim=-1)))
-            a = torch.softmax(torch.einsum("btm,bm->bt", K, q), dim=-1)  # (B, T)
+            scores = torch.einsum("btm,bm->bt", K, q)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            a = torch.softmax(scores, dim=-1)  # (B, T)
             v_hat = torch.einsum("bt,btm->bm", a, V)  # (B, m)
         return self.W_o(v_hat)
 
@@ -278,10 +315,22 @@ class LSTMBaseline(nn.Module):
         self.lstm = nn.LSTM(input_size + query_size, hidden_size, batch_first=True)
         self.W_o = nn.Linear(hidden_size, num_outputs)
 
-    def forward(self, story: Tensor, query: Tensor) -> Tensor:
-        _check_inputs(story, query, self.input_size, self.query_size)
+    def forward(self, story: Tensor, query: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits (B, C). With `mask` (B, T) bool the real steps must come first (right
+        padding): the LSTM reads each story's own length (a packed sequence), then the query."""
+        _check_inputs(story, query, self.input_size, self.query_size, mask)
         B, T, E = story.shape
         steps = torch.cat([story, story.new_zeros(B, T, self.query_size)], dim=-1)
         last = torch.cat([query.new_zeros(B, E), query], dim=-1)[:, None]
-        out, _ = self.lstm(torch.cat([steps, last], dim=1))  # (B, T + 1, hidden)
+        if mask is None:
+            out, _ = self.lstm(torch.cat([steps, last], dim=1))  # (B, T + 1, hidden)
+            return self.W_o(out[:, -1])
+        lengths = mask.sum(-1)
+        if not bool((mask == (torch.arange(T) < lengths[:, None])).all()):
+            raise ValueError("LSTMBaseline needs right-padded stories: mask must be a prefix")
+        packed = nn.utils.rnn.pack_padded_sequence(
+            steps, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, state = self.lstm(packed)
+        out, _ = self.lstm(last, state)  # (B, 1, hidden)
         return self.W_o(out[:, -1])
