@@ -86,7 +86,7 @@ def test_run_tasks_vmap_equals_one_task_at_a_time():
     g = torch.Generator().manual_seed(2)
     theta = M.init_theta(2, hidden=4, message=2, generator=g, dtype=F64)
     tasks = M.sample_sine_tasks(3, k_support=5, k_query=4, generator=g, dtype=F64)
-    nets = M._init_nets((1, 6, 1), "tanh", 3, g, F64)
+    nets = M.init_nets((1, 6, 1), "tanh", 3, g, F64)
     _, sup, query = M.run_tasks(theta, tasks, 3, hidden=(6,), nets=nets, activation="tanh")
     for k in range(3):
         net = [(w[k], b[k]) for w, b in nets]
@@ -113,7 +113,7 @@ def _fd_setup(loss):
         x, y = torch.randn(20, 2, generator=g, dtype=F64), torch.arange(20) % 3
         tasks = M.sample_class_tasks(x, y, 2, n_support=5, n_query=4, generator=g)
     d_in, d_out = tasks.x.shape[-1], tasks.y.shape[-1]
-    nets = M._init_nets((d_in, 3, d_out), "tanh", 2, g, F64)
+    nets = M.init_nets((d_in, 3, d_out), "tanh", 2, g, F64)
     leaves = M.theta_leaves(theta)
     direction = [torch.randn(t.shape, generator=g, dtype=F64) for t in leaves]
     return theta, tasks, nets, leaves, direction

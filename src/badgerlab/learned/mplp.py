@@ -71,6 +71,7 @@ __all__ = [
     "gru_dense",
     "gru_dense_loop",
     "init_net",
+    "init_nets",
     "init_theta",
     "inner_loop",
     "inner_step",
@@ -588,7 +589,9 @@ def theta_from_vector(vec: Tensor, like):
     return build(like)
 
 
-def _init_nets(sizes, activation, n_tasks, generator, dtype):
+def init_nets(sizes, activation, n_tasks, generator=None, dtype=torch.float32):
+    """``n_tasks`` networks of `init_net`, stacked: ``[(W (T, I, J), b (T, J))]``."""
+    _check_int("n_tasks", n_tasks, 1)
     nets = [init_net(sizes, activation, generator=generator, dtype=dtype) for _ in range(n_tasks)]
     return [
         (torch.stack([n[k][0] for n in nets]), torch.stack([n[k][1] for n in nets]))
@@ -618,7 +621,7 @@ def run_tasks(
     n_tasks, _, d_in = tasks.x.shape
     sizes = (d_in, *hidden, tasks.y.shape[-1])
     if nets is None:
-        nets = _init_nets(sizes, activation, n_tasks, generator, tasks.x.dtype)
+        nets = init_nets(sizes, activation, n_tasks, generator, tasks.x.dtype)
     if len(nets) != len(sizes) - 1:
         raise ValueError(
             f"nets has {len(nets)} layers, hidden={tuple(hidden)} needs {len(sizes) - 1}"
