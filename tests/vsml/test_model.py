@@ -266,6 +266,7 @@ def test_blocked_micro_ticks_equal_one_block(block, monkeypatch):
     )
     want = layer_step(p, st, cfg)
     monkeypatch.setattr(vm, "_BLOCK_CELLS", block)
+    monkeypatch.setattr(vm, "_BLOCK_CELLS_AUTOGRAD", block)
     got = layer_step(p, st, cfg)
     for w, gt in zip(want, got, strict=True):
         torch.testing.assert_close(gt, w, rtol=1e-12, atol=1e-12)

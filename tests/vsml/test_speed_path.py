@@ -90,6 +90,7 @@ def test_blocked_paths_equal_reference(block, grad, monkeypatch):
     import badgerlab.vsml.model as vm
 
     monkeypatch.setattr(vm, "_BLOCK_CELLS", block)
+    monkeypatch.setattr(vm, "_BLOCK_CELLS_AUTOGRAD", block)
     cfg = VSMLConfig(feed_label=True)
     p = _perturbed(cfg, 3, D64, seed=3)
     if grad:

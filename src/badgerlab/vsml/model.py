@@ -305,24 +305,32 @@ def _layer_norm(x: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
 # of one per elementwise op). Measured on a 2 MiB-L2 core shared with other processes:
 # ~1.5k cells (a 384 KiB gate block) beat both 640 and 4k.
 _BLOCK_CELLS = 1536
+# With autograd every intermediate is kept anyway; larger blocks mean fewer recorded ops.
+_BLOCK_CELLS_AUTOGRAD = 4096
 
 
-def _plan(P: int, N: int, A: int, B: int) -> tuple[int, list[tuple[int, int, int, int]]]:
-    """How a `(P, N, A, B, ·)` grid splits into blocks of at most ~`_BLOCK_CELLS` cells that
-    are each one contiguous range, in memory order: groups of `step` members, and within each
-    group the chunks (n0, n, a0, a) of n entries × a input rows (all B columns)."""
-    if N * A * B <= _BLOCK_CELLS:
-        return max(1, _BLOCK_CELLS // (N * A * B)), [(0, N, 0, A)]
-    if A * B <= _BLOCK_CELLS:
-        step = _BLOCK_CELLS // (A * B)
+def _plan(
+    P: int, N: int, A: int, B: int, most: int | None = None
+) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """How a `(P, N, A, B, ·)` grid splits into blocks of at most ~`most` (default
+    `_BLOCK_CELLS`) cells that are each one contiguous range, in memory order: groups of
+    `step` members, and within each group the chunks (n0, n, a0, a) of n entries × a input
+    rows (all B columns)."""
+    most = _BLOCK_CELLS if most is None else most
+    if N * A * B <= most:
+        return max(1, most // (N * A * B)), [(0, N, 0, A)]
+    if A * B <= most:
+        step = most // (A * B)
         return 1, [(n0, min(step, N - n0), 0, A) for n0 in range(0, N, step)]
-    step = max(1, _BLOCK_CELLS // B)
+    step = max(1, most // B)
     return 1, [(n, 1, a0, min(step, A - a0)) for n in range(N) for a0 in range(0, A, step)]
 
 
-def _blocks(P: int, N: int, A: int, B: int) -> list[tuple[slice, slice, slice]]:
+def _blocks(
+    P: int, N: int, A: int, B: int, most: int | None = None
+) -> list[tuple[slice, slice, slice]]:
     """The blocks of `_plan` as (members, entries, input rows) slices, in memory order."""
-    step, chunks = _plan(P, N, A, B)
+    step, chunks = _plan(P, N, A, B, most)
     return [
         (slice(p0, p0 + step), slice(n0, n0 + n), slice(a0, a0 + a))
         for p0 in range(0, P, step)
@@ -372,7 +380,7 @@ def _grid_ticks_autograd(xf: Tensor, xb: Tensor, w_h: Tensor, h: Tensor, c: Tens
     # concatenating their flattened results rebuilds the grid.
     P, N, A, B, H = h.shape
     hs, cs = [], []
-    blocks = _blocks(P, N, A, B)
+    blocks = _blocks(P, N, A, B, _BLOCK_CELLS_AUTOGRAD)
     for ps, ns, rows in blocks:
         drive = xf[ps, ns, rows] + xb[ps, ns]  # (p, n, a, B, 4H)
         p_ = drive.shape[0]
@@ -408,16 +416,18 @@ def _grid_ticks_inplace(
 
     xb = xb.view(P, N, B, G)
     xbs = [m.narrow(1, n0, n) for m in xb.split(step, 0) for n0, n, _, _ in chunks]
-    views = zip(
-        split(xf, rows, G),
-        xbs,
-        split(h, cells, H),
-        split(c, cells, H),
-        split(h_out, cells, H),
-        split(c_out, cells, H),
-        [w for w in w_h.split(step, 0) for _ in chunks],
-        strict=True,
-    )
+    views = list(
+        zip(
+            split(xf, rows, G),
+            xbs,
+            split(h, cells, H),
+            split(c, cells, H),
+            split(h_out, cells, H),
+            split(c_out, cells, H),
+            [w for w in w_h.split(step, 0) for _ in chunks],
+            strict=True,
+        )
+    )  # built before the loop: measured faster than creating views between blocks
     p0 = min(step, P)
     z_buf, d_buf = h.new_empty(p0 * cells[0] * G), h.new_empty(p0 * cells[0] * G)
     scratch: dict[tuple[int, ...], tuple[Tensor, Tensor, tuple[Tensor, ...]]] = {}
