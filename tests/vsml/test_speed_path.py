@@ -122,3 +122,23 @@ def test_in_place_path_leaves_the_callers_state_untouched():
     with torch.no_grad():
         episode(p, torch.randn(3, 2, 2, 6), torch.zeros(3, 2, 2, dtype=torch.long), cfg, states=st)
     assert all(torch.equal(a, b) for a, b in zip(st[0], before, strict=True))
+
+
+def test_reused_state_buffers_change_nothing():
+    # Without autograd and without a trace, an episode alternates two sets of state buffers;
+    # with `record=True` (the trace keeps every state) it allocates fresh ones: same numbers.
+    cfg = VSMLConfig(backward_pass=True, feed_label=True, inner_batch=2)
+    p = _perturbed(cfg, 2, torch.float32, seed=5)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 2, 4, 6, generator=g)
+    y = torch.randint(0, 3, (5, 2, 4), generator=g)
+    with torch.no_grad():
+        a = episode(p, x, y, cfg, sizes=(6, 4, 3), generator=torch.Generator().manual_seed(1))
+        b = episode(
+            p, x, y, cfg, sizes=(6, 4, 3), generator=torch.Generator().manual_seed(1), record=True
+        )
+    assert torch.equal(a.logits, b.logits)
+    for sa, sb in zip(a.states, b.states, strict=True):
+        assert torch.equal(sa.h, sb.h) and torch.equal(sa.c, sb.c)
+    # the trace holds distinct tensors per example (nothing was overwritten)
+    assert not torch.equal(b.trace[1][0].c, b.trace[2][0].c)
