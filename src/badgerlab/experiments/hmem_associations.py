@@ -25,6 +25,7 @@ from badgerlab.runs import Claim, RunLike, condition
 
 Delay = Annotated[int, Field(ge=0, le=200)]
 Pairs = Annotated[int, Field(ge=1, le=10)]
+CapPairs = Annotated[int, Field(ge=1, le=100)]
 Size = Annotated[int, Field(ge=2, le=1024)]
 Rate = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -57,8 +58,11 @@ class Config(ExperimentConfig):
     val_stories: int = Field(200, ge=10, le=100_000, description="held-out stories per delay")
     test_stories: int = Field(500, ge=10, le=100_000, description="test stories per delay")
     checkpoint_every: int = Field(400, ge=1, le=1_000_000, description="steps per checkpoint")
-    capacity_pairs: tuple[Pairs, ...] = Field(
-        (2, 3, 5, 8, 10), description="pairs per story of the capacity curve (delay 0)"
+    capacity_pairs: tuple[CapPairs, ...] = Field(
+        (3, 5, 10, 15, 20), description="pairs per story of the capacity curve (delay 0)"
+    )
+    capacity_values: int = Field(
+        20, ge=2, le=100, description="value classes of the capacity stories (one-hot)"
     )
     capacity_memory: tuple[Size, ...] = Field(
         (8, 32), description="memory sizes of the capacity curve"
@@ -74,10 +78,14 @@ class Config(ExperimentConfig):
             vals = list(getattr(self, name))
             if not vals or vals != sorted(set(vals)):
                 raise ValueError(f"{name} must be non-empty and strictly increasing, got {vals}")
-        if max(self.pairs, *self.capacity_pairs) > self.n_values:
+        if self.pairs > self.n_values:
             raise ValueError(
-                f"pairs {self.pairs} and capacity_pairs {self.capacity_pairs} need distinct "
-                f"values: at most n_values={self.n_values}"
+                f"pairs {self.pairs} need distinct values: at most n_values={self.n_values}"
+            )
+        if max(self.capacity_pairs) > self.capacity_values:
+            raise ValueError(
+                f"capacity_pairs {self.capacity_pairs} need distinct values: at most "
+                f"capacity_values={self.capacity_values}"
             )
         return self
 
@@ -187,6 +195,37 @@ def stories(feats, pool, B, P, d, V, g) -> tuple[Tensor, Tensor, Tensor]:
     return torch.cat([pairs, noise], dim=1), feats[q_img], values[rows, j]
 
 
+def _other_image(pool: dict, cls: Tensor, pos: Tensor, g: torch.Generator) -> Tensor:
+    """A different image of each class in `cls` than the one at within-class `pos` (where the
+    class has more than one)."""
+    cnt = pool["count"][cls]
+    shift = 1 + (torch.rand(cls.shape, generator=g, dtype=torch.float64) * (cnt - 1)).long()
+    return pool["order"][pool["start"][cls] + (pos + shift) % cnt]
+
+
+def pair_stories(feats, pool, B, P, d, V, g) -> tuple[Tensor, Tensor, Tensor]:
+    """Stories whose keys are two images side by side: a key class is an ordered pair of image
+    classes (a, b), CLASSES² of them, encoded [f(x_a); f(x_b)] by the same frozen encoder; the
+    query shows new images of both halves. Story (B, P + d, 2F + V), query (B, 2F), answer (B,).
+    This is how the capacity curve stores more than CLASSES pairs in one story."""
+    C2 = CLASSES * CLASSES
+    perm = torch.argsort(torch.rand(B, C2, generator=g), dim=1)  # (B, C²)
+    keys = perm[:, :P]
+    (ia, pa), (ib, pb) = _draw(pool, keys // CLASSES, g), _draw(pool, keys % CLASSES, g)
+    values = torch.argsort(torch.rand(B, V, generator=g), dim=1)[:, :P]  # (B, P)
+    col = (torch.rand(B, d, generator=g, dtype=torch.float64) * (C2 - P)).long()
+    other = torch.gather(perm[:, P:], 1, col)  # (B, d) classes of no key
+    (da, _), (db, _) = _draw(pool, other // CLASSES, g), _draw(pool, other % CLASSES, g)
+    j, rows = torch.randint(P, (B,), generator=g), torch.arange(B)
+    q = keys[rows, j]
+    qa = _other_image(pool, q // CLASSES, pa[rows, j], g)
+    qb = _other_image(pool, q % CLASSES, pb[rows, j], g)
+    pairs = torch.cat([feats[ia], feats[ib], F.one_hot(values, V).float()], dim=-1)
+    noise = torch.cat([feats[da], feats[db], feats.new_zeros(B, d, V)], dim=-1)
+    query = torch.cat([feats[qa], feats[qb]], dim=-1)
+    return torch.cat([pairs, noise], dim=1), query, values[rows, j]
+
+
 def _eval_sets(cfg: Config, enc: dict, pools: dict, seed: int, split: str, P: tuple) -> dict:
     n = cfg.val_stories if split == "held" else cfg.test_stories
     out = {}
@@ -196,9 +235,21 @@ def _eval_sets(cfg: Config, enc: dict, pools: dict, seed: int, split: str, P: tu
     return out
 
 
+def _capacity_sets(cfg: Config, enc: dict, pools: dict, seed: int) -> dict:
+    out = {}
+    for p in cfg.capacity_pairs:
+        g = torch.Generator().manual_seed(10_007 * seed + 101 * p + 7)
+        feats, pool = enc["feats"]["test"], pools["test"]
+        out[(p, 0)] = pair_stories(feats, pool, cfg.test_stories, p, 0, cfg.capacity_values, g)
+    return out
+
+
 def _model(kind: str, cfg: Config, seed: int, memory: int) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
+        if kind == "capacity":  # two-image keys (`pair_stories`)
+            V, Q = cfg.capacity_values, 2 * cfg.features
+            return HMem(Q + V, Q, memory, V)
         E, Q = cfg.features + cfg.n_values, cfg.features
         if kind == "lstm":
             return LSTMBaseline(E, Q, cfg.lstm_hidden, cfg.n_values)
@@ -236,7 +287,14 @@ def _fit(unit, kind: str, lr: float, seed: int, memory: int, ctx: dict, *, steps
     for step in range(st["step"], steps):
         P = pairs[int(torch.randint(len(pairs), (1,), generator=g))]
         d = delays[int(torch.randint(len(delays), (1,), generator=g))]
-        s, q, a = stories(enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, cfg.n_values, g)
+        if kind == "capacity":
+            s, q, a = pair_stories(
+                enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, cfg.capacity_values, g
+            )
+        else:
+            s, q, a = stories(
+                enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, cfg.n_values, g
+            )
         loss = F.cross_entropy(model(s, q), a)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -263,17 +321,16 @@ def _unit(unit, cfg: Config, run: RunLike, data: dict, sets: dict) -> dict:
     pools = {k: _pool(v) for k, v in data["y"].items()}
     if seed not in sets:
         main = [(cfg.pairs, d) for d in cfg.eval_delays]
-        cap = [(p, 0) for p in cfg.capacity_pairs]
         sets[seed] = {
             "held": _eval_sets(cfg, enc, pools, seed, "held", main),
             "test": _eval_sets(cfg, enc, pools, seed, "test", main),
-            "capacity": _eval_sets(cfg, enc, pools, seed, "test", cap),
+            "capacity": _capacity_sets(cfg, enc, pools, seed),
         }
     ctx = {"cfg": cfg, "run": run, "enc": enc, "pools": pools}
     if kind == "capacity":
         m = int(rest[0].removeprefix("m"))
         model, hist = _fit(
-            unit, "hmem", cfg.capacity_lr, seed, m, ctx, steps=cfg.capacity_steps,
+            unit, "capacity", cfg.capacity_lr, seed, m, ctx, steps=cfg.capacity_steps,
             pairs=cfg.capacity_pairs, delays=(0,),
         )  # fmt: skip
         return {"test": _accuracy(model, sets[seed]["capacity"]), "history": hist}
@@ -381,9 +438,10 @@ def plots(cfg: Config, results: dict, run: RunLike) -> None:
         fig,
         "capacity",
         caption="Capacity: H-Mem test accuracy against the number of stored pairs at delay 0, "
-        "one model per memory size m trained on stories of every size (mean over seeds); the key "
-        "set has 10 classes, so at most 10 pairs: look for accuracy falling with the pairs, "
-        "later for the larger memory.",
+        "one model per memory size m trained on stories of every size (mean over seeds); a key "
+        "is two images side by side (100 key classes from the 10 image classes, the same frozen "
+        "encoder on each half), so a story holds up to 20 pairs: look for accuracy falling "
+        "with the pairs, later for the larger memory.",
     )
 
 
@@ -462,7 +520,7 @@ def claims(cfg: Config, results: dict) -> list[Claim]:
         out.append(
             Claim.measure(
                 f"capacity-m{m}-p{top}",
-                f"H-Mem (m = {m}) test accuracy with {top} pairs stored, delay 0",
+                f"H-Mem (m = {m}) test accuracy with {top} two-image pairs stored, delay 0",
                 [r[f"p{top}-d0"] for r in rows],
             )
         )
