@@ -196,3 +196,20 @@ def test_bad_masks_are_refused():
     lstm = hmem.LSTMBaseline(5, 3, 6, 4)
     with pytest.raises(ValueError, match="right-padded"):
         lstm(story, query, torch.tensor([[False, True, True, True]] * 2))
+
+
+def test_sum_hops_reads_out_the_sum_of_every_hop():
+    torch.manual_seed(0)
+    net = hmem.HMem(5, 3, 4, 2, hops=3, sum_hops=True).double()
+    g = torch.Generator().manual_seed(3)
+    story = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    query = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    W = net.memorize(story)
+    q = torch.relu(net.W_q(query))
+    reads = [hmem.read(W, q)]
+    for lin, ln in zip(net.W_hops, net.ln_hops, strict=True):
+        q = ln(lin(torch.cat([query, reads[-1]], -1)))
+        reads.append(hmem.read(W, q))
+    torch.testing.assert_close(net(story, query), net.W_o(sum(reads)), rtol=1e-12, atol=1e-12)
+    net.sum_hops = False
+    torch.testing.assert_close(net(story, query), net.W_o(reads[-1]), rtol=1e-12, atol=1e-12)

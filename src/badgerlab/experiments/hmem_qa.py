@@ -34,6 +34,7 @@ from badgerlab.runs import Claim, RunLike
 Task = Annotated[int, Field(ge=1, le=2)]
 Hops = Annotated[int, Field(ge=1, le=10)]
 Rate = Annotated[float, Field(gt=0.0, le=1.0)]
+Steps = Annotated[int, Field(ge=1, le=1_000_000)]
 METHODS = ("hmem", "lstm")
 TARGETS = {1: 0.95, 2: 0.8}
 
@@ -58,8 +59,13 @@ class Config(ExperimentConfig):
     hops: tuple[Hops, ...] = Field(
         (1, 2), min_length=1, description="H-Mem read hops for each entry of `tasks`"
     )
+    sum_hops: bool = Field(
+        True, description="H-Mem reads out the sum of every hop's v̂ (as the reference)"
+    )
     lstm_hidden: int = Field(128, ge=2, le=4096, description="LSTM baseline hidden units")
-    steps: int = Field(1500, ge=1, le=1_000_000, description="training steps of every model")
+    steps: tuple[Steps, ...] = Field(
+        (400, 1500), min_length=1, description="training steps of every model, per task"
+    )
     batch_size: int = Field(32, ge=1, le=4096, description="questions per step")
     lrs: tuple[Rate, ...] = Field(
         (3e-3, 1e-2), min_length=1, description="Adam lr grid (picked on held-out stories)"
@@ -69,10 +75,12 @@ class Config(ExperimentConfig):
 
     @model_validator(mode="after")
     def _hops_per_task(self) -> Config:
-        if len(self.hops) != len(self.tasks):
-            raise ValueError(
-                f"hops must give one value per task: tasks {self.tasks}, hops {self.hops}"
-            )
+        for name in ("hops", "steps"):
+            if len(getattr(self, name)) != len(self.tasks):
+                raise ValueError(
+                    f"{name} must give one value per task: tasks {self.tasks}, "
+                    f"{name} {getattr(self, name)}"
+                )
         return self
 
 
@@ -150,7 +158,7 @@ class QAModel(nn.Module):
         self.words = nn.Embedding(vocab_size + 1, E, padding_idx=0)
         self.age = nn.Embedding(cfg.max_facts, E)
         if kind == "hmem":
-            self.core: nn.Module = HMem(E, E, cfg.memory, out, hops=hops)
+            self.core: nn.Module = HMem(E, E, cfg.memory, out, hops=hops, sum_hops=cfg.sum_hops)
         else:
             self.core = LSTMBaseline(E, E, cfg.lstm_hidden, out)
 
@@ -189,7 +197,7 @@ def accuracy(model: QAModel, data: dict[str, Tensor], *, ablate: bool = False) -
     return hits / n
 
 
-def _fit(unit, run: RunLike, model: QAModel, lr: float, seed: int, cfg: Config, data: dict):
+def _fit(unit, run: RunLike, model: QAModel, lr: float, seed: int, cfg: Config, data: dict, steps):
     """Adam on random mini-batches of the training questions, checkpointing every so often."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     st = unit.restore()
@@ -200,7 +208,7 @@ def _fit(unit, run: RunLike, model: QAModel, lr: float, seed: int, cfg: Config, 
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
     g, every, n = st["generator"], 50, len(data["answer"])
-    for step in range(st["step"], cfg.steps):
+    for step in range(st["step"], steps):
         batch = _take(data, torch.randint(n, (cfg.batch_size,), generator=g))
         loss = F.cross_entropy(model(batch), batch["answer"])
         opt.zero_grad(set_to_none=True)
@@ -208,12 +216,12 @@ def _fit(unit, run: RunLike, model: QAModel, lr: float, seed: int, cfg: Config, 
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         st["loss_sum"] += float(loss.detach())
-        if (step + 1) % every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % every == 0 or step + 1 == steps:
             mean = st["loss_sum"] / ((step % every) + 1)
             st["history"].append(mean)
             st["loss_sum"] = 0.0
             run.log(unit.index * 10_000_000 + step, unit=unit.key, step_in_unit=step, loss=mean)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
             st.update(step=step + 1, model=model.state_dict(), opt=opt.state_dict())
             unit.checkpoint(st, step=unit.index * 10_000_000 + step)
     return st["history"]
@@ -232,11 +240,11 @@ def _unit(unit, cfg: Config, run: RunLike, cache: dict) -> dict:
     seed_s, task_s, kind, lr_s = unit.key.split("/")
     seed, task, lr = int(seed_s[1:]), int(task_s[1:]), float(lr_s[2:])
     data = _task_data(cfg, task, seed, cache)
-    hops = cfg.hops[cfg.tasks.index(task)]
+    hops, steps = cfg.hops[cfg.tasks.index(task)], cfg.steps[cfg.tasks.index(task)]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = QAModel(kind, cfg, len(data["vocab"]), hops)
-    history = _fit(unit, run, model, lr, seed, cfg, data["train"])
+    history = _fit(unit, run, model, lr, seed, cfg, data["train"], steps)
     model.eval()
     out = {
         "lr": lr,
@@ -358,13 +366,13 @@ def claims(cfg: Config, results: dict) -> list[Claim]:
     n_seeds = len(results["seeds"])
     src = "generated" if cfg.source == "generated" else f"real bAbI ({cfg.babi_size})"
     out = []
-    for t, hops in zip(cfg.tasks, cfg.hops, strict=True):
+    for t, hops, steps in zip(cfg.tasks, cfg.hops, cfg.steps, strict=True):
         r = results[f"t{t}"]
         hm = [x["test"] for x in r["hmem"]]
         ls = [x["test"] for x in r["lstm"]]
         scale = (
             f"{src} task {t}, {r['n']['train']} training / {r['n']['test']} test questions, "
-            f"{cfg.steps} Adam steps of {cfg.batch_size}, {n_seeds} seeds"
+            f"{steps} Adam steps of {cfg.batch_size}, {n_seeds} seeds"
         )
         out += [
             Claim.measure(
@@ -426,7 +434,7 @@ EXPERIMENT = Experiment(
             "train_stories": 20,
             "val_stories": 5,
             "test_stories": 10,
-            "steps": 20,
+            "steps": (20, 20),
             "lrs": (3e-3,),
             "checkpoint_every": 10,
             "embed": 16,
@@ -437,7 +445,7 @@ EXPERIMENT = Experiment(
             "seeds": 5,
             "train_stories": 2000,
             "test_stories": 1000,
-            "steps": 20_000,
+            "steps": (20_000, 20_000),
             "lrs": (1e-3, 3e-3, 1e-2),
             "memory": 100,
             "embed": 80,

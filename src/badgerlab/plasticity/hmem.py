@@ -165,8 +165,10 @@ def _check_mask(mask: Tensor | None, story: Tensor) -> None:
 class HMem(nn.Module):
     """H-Mem (module docstring for the equations): story (B, T, E), query (B, E_q) → (B, C).
 
-    `gamma_pos=0` turns plasticity off (W stays 0: the ablation). `forward` returns the
-    logits; `memorize` the final memory W_T (B, m, m); `answer(W, query)` the logits.
+    `gamma_pos=0` turns plasticity off (W stays 0: the ablation). `sum_hops=True` reads out
+    y = W_o Σ_h v̂_h (the reference's question-answering model) instead of W_o v̂_H. `forward`
+    returns the logits; `memorize` the final memory W_T (B, m, m); `answer(W, query)` the
+    logits.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class HMem(nn.Module):
         gamma_pos: float = 0.01,
         gamma_neg: float = 0.01,
         w_max: float = 1.0,
+        sum_hops: bool = False,
     ) -> None:
         super().__init__()
         _check_sizes(
@@ -192,6 +195,7 @@ class HMem(nn.Module):
         _check_gamma(gamma_pos, gamma_neg, w_max)
         self.input_size, self.query_size, self.memory_size = input_size, query_size, memory_size
         self.gamma_pos, self.gamma_neg, self.w_max = float(gamma_pos), float(gamma_neg), w_max
+        self.sum_hops = bool(sum_hops)
         m = memory_size
         self.W_k = nn.Linear(input_size, m, bias=False)
         self.W_v = nn.Linear(input_size, m, bias=False)
@@ -232,10 +236,12 @@ class HMem(nn.Module):
         """Read W (B, m, m) in H hops with `query` (B, E_q); returns logits (B, C)."""
         q = F.relu(self.W_q(query))
         v_hat = read(W, q)
+        total = v_hat
         for lin, ln in zip(self.W_hops, self.ln_hops, strict=True):
             q = ln(lin(torch.cat([query, v_hat], dim=-1)))
             v_hat = read(W, q)
-        return self.W_o(v_hat)
+            total = total + v_hat
+        return self.W_o(total if self.sum_hops else v_hat)
 
     def forward(self, story: Tensor, query: Tensor, mask: Tensor | None = None) -> Tensor:
         _check_inputs(story, query, self.input_size, self.query_size, mask)
