@@ -23,7 +23,9 @@ h W_h (2·H·4H = 2048 at H=16), plus the amortised separable input projections
 (2·M·4H·(A+B) per layer tick, shared by the A·B cells and the micro ticks) and message heads
 (2·H·M·(A+B) per layer tick); the 4H+H = 80 sigmoid/tanh and ~9H other elementwise ops per
 cell-step are listed, not counted as FLOPs. `fraction_of_matmul_peak` = cell-steps/s ×
-FLOPs/cell-step ÷ the matmul's FLOP/s in the same run.
+FLOPs/cell-step ÷ the matmul's FLOP/s in the same run. `ceiling` (the issue's practical
+ceiling of a fused cell) = 1 / (FLOPs/cell-step ÷ matmul FLOP/s + 4H·t_σ + H·t_tanh), with
+t_σ, t_tanh torch's per-element times on a cache-resident buffer, measured in the same race.
 
 Run: `nice -n 0 .venv/bin/python benchmarks/vsml.py` (one torch thread). Timed by the
 process's CPU clock by default (`--clock wall` for elapsed time): on a shared machine the
@@ -84,6 +86,15 @@ def _matmul():
     a, b = torch.randn(_MM, _MM), torch.randn(_MM, _MM)
     out = torch.empty(_MM, _MM)
     return lambda: torch.mm(a, b, out=out)
+
+
+_EW = 64 * 1024  # elements of a cache-resident elementwise buffer (256 KiB)
+
+
+def _elementwise(op: str):
+    x, out = torch.randn(_EW), torch.empty(_EW)
+    fn = getattr(torch, op)
+    return lambda: fn(x, out=out)
 
 
 class _LSTMCellGrid:
@@ -165,11 +176,13 @@ def _layer_case(P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds:
             "lstmcell": (lambda: base.layer(st), repeat),
             "loop": (loop, 1),
             "matmul": (_matmul(), repeat),
+            "sigmoid": (_elementwise("sigmoid"), 20 * repeat),
+            "tanh": (_elementwise("tanh"), 20 * repeat),
         }
         secs = _race(cands, rounds=rounds)
     secs |= _race({"vsml_autograd": (lambda: layer_step(leaves, st, cfg), repeat)}, rounds=rounds)
     steps = P * A * B * cfg.micro_ticks
-    n = {"loop": n_loop * cfg.micro_ticks, "matmul": 0}
+    n = {"loop": n_loop * cfg.micro_ticks}
     return _summary(cfg, A, B, secs, {k: n.get(k, steps) for k in secs}) | {
         "population": P,
         "A": A,
@@ -193,21 +206,35 @@ def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int) -> dict:
             "vsml": (vsml, 1),
             "lstmcell": (lambda: base.episode(x), 1),
             "matmul": (_matmul(), 20),
+            "sigmoid": (_elementwise("sigmoid"), 200),
+            "tanh": (_elementwise("tanh"), 200),
         }
         secs = _race(cands, rounds=rounds)
     steps = P * A * B * T * cfg.micro_ticks
-    out = _summary(cfg, A, B, secs, {"vsml": steps, "lstmcell": steps, "matmul": 0})
+    out = _summary(cfg, A, B, secs, {"vsml": steps, "lstmcell": steps})
     return out | {"population": P, "A": A, "B": B, "examples": T, "vsml_s": secs["vsml"]}
 
 
 def _summary(cfg, A, B, secs: dict, steps: dict) -> dict:
     flops = flops_per_cell_step(cfg, A, B)
     peak = 2 * _MM**3 / secs["matmul"]  # FLOP/s
-    out: dict = {"matmul_peak_gflops": peak / 1e9, "flops_per_cell_step": flops}
+    H = cfg.state_size
+    # The practical ceiling of a fused cell: its matmul FLOPs at the matmul's peak plus its
+    # 4H sigmoids and H tanh at the measured per-element cost of each, nothing else.
+    sig, tanh = secs["sigmoid"] / _EW, secs["tanh"] / _EW
+    ceiling = 1 / (flops["matmul_total"] / peak + 4 * H * sig + H * tanh)
+    out: dict = {
+        "matmul_peak_gflops": peak / 1e9,
+        "sigmoid_ns_per_element": sig * 1e9,
+        "tanh_ns_per_element": tanh * 1e9,
+        "ceiling_cell_steps_per_s": ceiling,
+        "flops_per_cell_step": flops,
+    }
     for name, sec in secs.items():
-        if name != "matmul":
+        if name not in ("matmul", "sigmoid", "tanh"):
             out[name] = steps[name] / sec
     out["vsml_fraction_of_matmul_peak"] = out["vsml"] * flops["matmul_total"] / peak
+    out["vsml_fraction_of_ceiling"] = out["vsml"] / ceiling
     out["ratio_vsml_vs_lstmcell"] = out["vsml"] / out["lstmcell"]
     if "loop" in out:
         out["ratio_vsml_vs_loop"] = out["vsml"] / out["loop"]
@@ -217,7 +244,7 @@ def _summary(cfg, A, B, secs: dict, steps: dict) -> dict:
 def _table(result: dict) -> str:
     rows = [
         f"{'case':22s} {'vsml':>8s} {'autograd':>9s} {'lstmcell':>9s} {'loop':>8s} "
-        f"{'vs cell':>8s} {'peak GF/s':>9s} {'of peak':>8s}"
+        f"{'vs cell':>8s} {'peak GF/s':>9s} {'of peak':>8s} {'ceiling':>8s} {'of ceil':>8s}"
     ]
     for name, r in result.items():
         if not isinstance(r, dict) or "vsml" not in r:
@@ -229,7 +256,8 @@ def _table(result: dict) -> str:
         rows.append(
             f"{name:22s} {m('vsml')} {m('vsml_autograd'):>9s} {m('lstmcell'):>9s} {m('loop')} "
             f"{r['ratio_vsml_vs_lstmcell']:8.2f} {r['matmul_peak_gflops']:9.1f} "
-            f"{r['vsml_fraction_of_matmul_peak']:8.3f}"
+            f"{r['vsml_fraction_of_matmul_peak']:8.3f} "
+            f"{r['ceiling_cell_steps_per_s'] / 1e6:8.2f} {r['vsml_fraction_of_ceiling']:8.3f}"
         )
     return "M cell-steps/s (one cell, one micro tick)\n" + "\n".join(rows)
 
