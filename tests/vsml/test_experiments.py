@@ -130,3 +130,54 @@ def test_cloning_two_seeds_killed_and_resumed_equals_uninterrupted(tmp_path, mon
         c["id"]: c["measured"] for c in full.claims
     }
     assert rec.claims[0]["n_seeds"] == 2
+
+
+def test_es_meta_training_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """outer=es (and a CMA-ES comparison curve): a kill mid-VSML resumes to the same claims
+    and the same ES state tensors."""
+    over = {"outer": "es", "generations": 4, "checkpoint_every": 2, "compare": ["cmaes"]}
+    full = execute("vsml-from-scratch", scale="smoke", overrides=over, out=tmp_path / "a",
+                   quiet=True)  # fmt: skip
+    ids = {c["id"] for c in full.claims}
+    assert {"vsml-es-in", "vsml-es-every-seed"} <= ids
+    labels = {m["learner"] for m in full.metrics if "learner" in m}
+    assert labels == {"vsml", "metarnn", "vsml~cmaes"}
+    calls = {"n": 0}
+    real = fs.es_step
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # VSML's third generation: its generation-2 checkpoint exists
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "es_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        execute("vsml-from-scratch", scale="smoke", overrides=over, out=tmp_path / "b",
+                quiet=True)  # fmt: skip
+    monkeypatch.setattr(fs, "es_step", real)
+    (run_dir,) = (tmp_path / "b" / "vsml-from-scratch").iterdir()
+    rec = execute("vsml-from-scratch", resume=run_dir, quiet=True)
+    want, got = Run.open(full.dir).checkpoint.tensors, Run.open(rec.dir).checkpoint.tensors
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    untimed = [c for c in full.claims if "seconds" not in c["id"]]
+    assert [c["measured"] for c in rec.claims if "seconds" not in c["id"]] == [
+        c["measured"] for c in untimed
+    ]
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"compare": ["nosuch"]}, "nosuch"),
+        ({"outer": "es", "popsize": 7}, "even"),
+        ({"generations": 0}, "generations"),
+    ],
+)
+def test_es_settings_are_checked_before_a_run(over, match):
+    from badgerlab.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        fs.EXPERIMENT.config("smoke", over)

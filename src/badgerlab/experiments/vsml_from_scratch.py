@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.utils.flop_counter import FlopCounterMode
 
 from badgerlab.data import Dataset, TaskSampler, load
-from badgerlab.evolve import ES
+from badgerlab.evolve import ES, get_es
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
 from badgerlab.online import online_learn
 from badgerlab.plots import curve_plot
@@ -19,7 +20,14 @@ from badgerlab.runs import Claim, RunLike, condition
 from badgerlab.vsml import BIBTEX as VSML_BIBTEX
 from badgerlab.vsml import PAPER as VSML_PAPER
 from badgerlab.vsml.baselines import Learner, MetaRNN, VSMLLearner
-from badgerlab.vsml.metatrain import adam_init, bptt_step, es_init, es_step
+from badgerlab.vsml.metatrain import (
+    adam_init,
+    bptt_step,
+    es_init,
+    es_step,
+    population_fitness,
+    unflatten,
+)
 from badgerlab.vsml.model import VSMLConfig, episode
 
 
@@ -40,7 +48,32 @@ class Config(ExperimentConfig):
     )
     popsize: int = Field(64, ge=2, le=65536, description="ES population (even)")
     sigma: float = Field(0.05, gt=0, le=10, description="ES noise std (reference 0.05)")
-    es_lr: float = Field(0.025, gt=0, le=10, description="ES Adam learning rate (reference)")
+    es_lr: float = Field(
+        0.05, gt=0, le=10, description="ES Adam learning rate (reference 0.025 at population "
+        "1024; at 64 the ln B plateau lasts 2-3x longer with it)",
+    )  # fmt: skip
+    shaping: Literal["none", "centred_ranks"] = Field(
+        "centred_ranks", description="OpenAI-ES fitness shaping: centred ranks, or raw "
+        "antithetic differences (reference; at population 64 two of three seeds stay at ln B)",
+    )  # fmt: skip
+    generations: int = Field(
+        120, ge=1, le=1_000_000, description="ES generations per learner (outer=es)"
+    )
+    es_batch: int = Field(
+        4, ge=1, le=4096, description="episodes per antithetic pair and generation (outer=es); "
+        "ES without pairs (CMA-ES, ...) score the whole population on one set of this many",
+    )  # fmt: skip
+    actors: int = Field(
+        0, ge=0, le=4096, description="Ray actors scoring the ES population (0: in process)"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: local Ray"
+    )
+    compare: list[str] = Field(
+        [], max_length=4, description="extra VSML meta-trainings on the first seed for the "
+        "meta-loss plot: 'bptt' or registered ES names (e.g. 'cmaes'), each for this run's "
+        "steps (BPTT) or generations (ES)",
+    )  # fmt: skip
     steps: int = Field(220, ge=1, le=1_000_000, description="VSML meta-training steps")
     metarnn_steps: int = Field(
         1500,
@@ -97,6 +130,16 @@ class Config(ExperimentConfig):
     )
     checkpoint_every: int = Field(25, ge=1, le=1_000_000, description="steps per checkpoint")
 
+    @model_validator(mode="after")
+    def _check_outer_loops(self) -> Config:
+        for c in self.compare:
+            if c != "bptt":
+                ES.validate(c)
+        antithetic = [e for e in (self.es, *self.compare) if e.startswith("openai-es")]
+        if self.popsize % 2 and antithetic and (self.outer == "es" or self.compare):
+            raise ValueError(f"popsize must be even for antithetic ES, got {self.popsize}")
+        return self
+
 
 CLAIM_IN, CLAIM_OTHER = 0.2, 0.1  # margins above chance fixed by the issue
 EARLY = 25  # the paper's figure: VSML ahead of Adam over the first 25 examples
@@ -138,23 +181,45 @@ def _time_major(e) -> tuple[torch.Tensor, torch.Tensor]:
     return e.x.transpose(0, 1).contiguous(), e.y.transpose(0, 1).contiguous()  # (T, N, ·)
 
 
-def _es_init(cfg: Config, learner: Learner, params):
+class Outer(NamedTuple):
+    """How one unit meta-trains: `kind` "bptt" or "es", and the registered ES for "es"."""
+
+    kind: str
+    es: str = ""
+
+
+def _unit_outer(cfg: Config, variant: str) -> Outer:
+    """The run's own outer loop, or one named by `compare` ("bptt" or an ES name)."""
+    if not variant:
+        return Outer(cfg.outer, cfg.es if cfg.outer == "es" else "")
+    return Outer("bptt") if variant == "bptt" else Outer("es", variant)
+
+
+def _es_init(cfg: Config, learner: Learner, params, es: str):
     options: dict[str, Any] = {"sigma": cfg.sigma}
-    if cfg.es.startswith("openai-es"):
-        options["lr"] = cfg.es_lr
-    return es_init(learner, params, es=cfg.es, popsize=cfg.popsize, **options)
+    if es.startswith("openai-es"):
+        options |= {"lr": cfg.es_lr, "shaping": cfg.shaping}
+    return es_init(learner, params, es=es, popsize=cfg.popsize, **options)
 
 
-def _outer_step(cfg: Config, learner: Learner, name: str, sampler, state: dict) -> tuple:
+def _groups(cfg: Config, es: str) -> int:
+    # Antithetic ES: one episode group per pair (both members on the same episodes, the
+    # reference); ranking ES compare all members, so all share one group (common random numbers).
+    return cfg.popsize // 2 if es.startswith("openai-es") else 1
+
+
+def _outer_step(cfg: Config, learner: Learner, name: str, outer: Outer, sampler, state, remote):
     """One meta-training step (BPTT or ES) on fresh episodes; returns (loss, grad norm)."""
     g = state["generator"]
-    if cfg.outer == "es":
-        e = sampler.sample(cfg.popsize // 2 * cfg.batch, generator=g)
+    if outer.kind == "es":
+        G = _groups(cfg, outer.es)
+        e = sampler.sample(G * cfg.es_batch, generator=g)
         x, y = _time_major(e)
         T = x.shape[0]
-        x = x.view(T, cfg.popsize // 2, cfg.batch, -1)
-        y = y.view(T, cfg.popsize // 2, cfg.batch)
-        state["es"], loss = es_step(learner, cfg.es, state["es"], x, y, e.num_classes, generator=g)
+        x, y = x.view(T, G, cfg.es_batch, -1), y.view(T, G, cfg.es_batch)  # (T, G, N, ·)
+        state["es"], loss = es_step(
+            learner, outer.es, state["es"], x, y, e.num_classes, generator=g, evaluate=remote
+        )
         return loss, float("nan")
     x, y = _time_major(sampler.sample(cfg.batch, generator=g))
     lr = cfg.lr if name == "vsml" else cfg.metarnn_lr
@@ -165,47 +230,53 @@ def _outer_step(cfg: Config, learner: Learner, name: str, sampler, state: dict) 
     return loss, gnorm
 
 
-def _steps(cfg: Config, name: str) -> int:
+def _steps(cfg: Config, name: str, outer: Outer | None = None) -> int:
+    if (outer.kind if outer else cfg.outer) == "es":
+        return cfg.generations
     return cfg.steps if name == "vsml" else cfg.metarnn_steps
 
 
 def _offset(cfg: Config, unit) -> int:
     """First metric step of a unit: units never share steps whatever their lengths."""
-    return unit.index * (max(cfg.steps, cfg.metarnn_steps) + 1)
+    return unit.index * (max(cfg.steps, cfg.metarnn_steps, cfg.generations) + 1)
 
 
-def _meta_train(cfg: Config, run: RunLike, unit, learner: Learner, name: str, sampler, seed):
+def _meta_train(cfg: Config, run: RunLike, unit, learner: Learner, name: str, sampler, seed,
+                variant: str = "", remote=None):  # fmt: skip
     """Meta-train one learner as a resumable unit; its parameters, meta-loss curve, the
-    matmul GFLOP of one step (counted on the first) and the wall-clock seconds spent."""
+    matmul GFLOP of one step (counted on the first) and the wall-clock seconds spent.
+    `variant` names a `compare` outer loop; `remote` scores ES populations on Ray actors."""
+    outer = _unit_outer(cfg, variant)
     state = unit.restore()
     if state is None:
+        # Every outer loop of a seed starts from the same initial parameters.
         g = torch.Generator().manual_seed(seed * 1000 + METHODS.index(name))
         params = learner.init_params(generator=g)
         state = {"generator": g, "step": 0, "history": [], "seconds": 0.0, "gflop_step": 0.0}
-        if cfg.outer == "es":
-            state["es"] = _es_init(cfg, learner, params)
+        if outer.kind == "es":
+            state["es"] = _es_init(cfg, learner, params, outer.es)
         else:
             state |= {"params": params, "opt": adam_init(params)}
-    offset, steps = _offset(cfg, unit), _steps(cfg, name)
+    offset, steps = _offset(cfg, unit), _steps(cfg, name, outer)
+    label = f"{name}~{variant}" if variant else name
     while state["step"] < steps:
         t0 = time.perf_counter()
         if state["step"] == 0:
+            # Scored in process, so that the counter sees the population's FLOPs; Ray shares
+            # give the same J (tests/vsml/test_es_ray.py).
             with FlopCounterMode(display=False) as counter:
-                loss, gnorm = _outer_step(cfg, learner, name, sampler, state)
+                loss, gnorm = _outer_step(cfg, learner, name, outer, sampler, state, None)
             state["gflop_step"] = counter.get_total_flops() / 1e9
         else:
-            loss, gnorm = _outer_step(cfg, learner, name, sampler, state)
+            loss, gnorm = _outer_step(cfg, learner, name, outer, sampler, state, remote)
         state["seconds"] += time.perf_counter() - t0
         state["step"] += 1
         state["history"].append(float(loss))
-        run.log(offset + state["step"], seed=seed, learner=name, meta_loss=loss, grad_norm=gnorm)
+        run.log(offset + state["step"], seed=seed, learner=label, meta_loss=loss, grad_norm=gnorm)
         if state["step"] % cfg.checkpoint_every == 0 and state["step"] < steps:
             unit.checkpoint(state, step=offset + state["step"])
-    if cfg.outer == "es":
-        from badgerlab.evolve import get_es
-        from badgerlab.vsml.metatrain import unflatten
-
-        params = unflatten(get_es(cfg.es).center(state["es"]), learner.param_shapes())
+    if outer.kind == "es":
+        params = unflatten(get_es(outer.es).center(state["es"]), learner.param_shapes())
     else:
         params = state["params"]
     return {
@@ -346,30 +417,59 @@ def _sampler(cfg: Config) -> TaskSampler:
 
 
 def _keys(cfg: Config) -> list[str]:
-    """Units in order: per seed, each learner's meta-training, then the meta-test."""
-    return [f"{k}@{cfg.seed + i}" for i in range(cfg.seeds) for k in (*METHODS, "test")]
+    """Units in order: per seed, each learner's meta-training, then the meta-test; last, the
+    `compare` meta-trainings of VSML on the first seed (`vsml~<outer>@<seed>`)."""
+    main = [f"{k}@{cfg.seed + i}" for i in range(cfg.seeds) for k in (*METHODS, "test")]
+    return main + [f"vsml~{c}@{cfg.seed}" for c in cfg.compare]
+
+
+@contextlib.contextmanager
+def _ray(cfg: Config):
+    """A `RayEvaluator` of `population_fitness` when ES runs on Ray actors, else None."""
+    uses_es = cfg.outer == "es" or any(c != "bptt" for c in cfg.compare)
+    if not uses_es or (cfg.actors == 0 and cfg.ray_address is None):
+        yield None
+        return
+    from badgerlab.evolve import RayEvaluator
+
+    remote = RayEvaluator(
+        population_fitness, actors=cfg.actors or None, address=cfg.ray_address,
+        threads=cfg.threads,
+    )  # fmt: skip
+    try:
+        yield remote
+    finally:
+        remote.close()
 
 
 def train(cfg: Config, run: RunLike) -> dict[str, Any]:
     sampler, learners = _sampler(cfg), _learners(cfg)
-    for unit in run.units(_keys(cfg), description="vsml from scratch"):
-        kind, seed_text = unit.key.rsplit("@", 1)
-        seed = int(seed_text)
-        if kind != "test":
-            unit.finish(_meta_train(cfg, run, unit, learners[kind], kind, sampler, seed))
-            continue
-        trained = {m: run.results[f"{m}@{seed}"]["params"] for m in METHODS}
-        res = _evaluate(cfg, learners, trained, seed)
-        summary = {k.replace("|", "_"): float(v.mean()) for k, v in res.items() if "|" in k}
-        run.log(_offset(cfg, unit), seed=seed, phase="test", **summary)
-        unit.finish(res)
+    with _ray(cfg) as remote:
+        for unit in run.units(_keys(cfg), description="vsml from scratch"):
+            kind, seed_text = unit.key.rsplit("@", 1)
+            seed = int(seed_text)
+            if kind != "test":
+                name, _, variant = kind.partition("~")
+                unit.finish(
+                    _meta_train(
+                        cfg, run, unit, learners[name], name, sampler, seed, variant, remote
+                    )  # fmt: skip
+                )
+                continue
+            trained = {m: run.results[f"{m}@{seed}"]["params"] for m in METHODS}
+            res = _evaluate(cfg, learners, trained, seed)
+            summary = {k.replace("|", "_"): float(v.mean()) for k, v in res.items() if "|" in k}
+            run.log(_offset(cfg, unit), seed=seed, phase="test", **summary)
+            unit.finish(res)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    trainings = {m: [f"{m}@{s}" for s in seeds] for m in METHODS}
+    trainings |= {f"vsml~{c}": [f"vsml~{c}@{cfg.seed}"] for c in cfg.compare}
     return {
         "rows": [run.results[f"test@{s}"] for s in seeds],
-        "meta_loss": {m: [run.results[f"{m}@{s}"]["meta_loss"] for s in seeds] for m in METHODS},
+        "meta_loss": {m: [run.results[k]["meta_loss"] for k in ks] for m, ks in trainings.items()},
         "budget": {
-            m: {k: [run.results[f"{m}@{s}"][k] for s in seeds] for k in ("seconds", "gflop")}
-            for m in METHODS
+            m: {k: [run.results[u][k] for u in ks] for k in ("seconds", "gflop", "steps")}
+            for m, ks in trainings.items()
         },
     }
 
@@ -385,21 +485,56 @@ def _curve_key(m: str, cfg: Config) -> str:
     return f"{m}@{_first(cfg)}" if m in ("adam", "sgd") else m
 
 
+def _outer_label(cfg: Config, m: str) -> str:
+    name, _, variant = m.partition("~")
+    outer = _unit_outer(cfg, variant)
+    how = outer.es if outer.kind == "es" else "BPTT"
+    return f"{dict(LABELS)[name]} ({how})"
+
+
 def _meta_loss_plot(cfg: Config, results: dict[str, Any]):
+    """Meta-loss (mean over the seeds each training ran) against steps, and against seconds."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for m, label in LABELS[:2]:
-        y = torch.tensor(results["meta_loss"][m], dtype=torch.float64)  # (seeds, steps)
-        secs = sum(results["budget"][m]["seconds"]) / len(results["budget"][m]["seconds"])
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10.0, 4.0), sharey=True)
+    for m, curves in results["meta_loss"].items():
+        y = torch.tensor(curves, dtype=torch.float64)  # (seeds, steps)
+        secs = sum(results["budget"][m]["seconds"]) / len(curves)
         k = max(1, y.shape[1] // 20)
         y = torch.nn.functional.avg_pool1d(y[:, None], k, 1).squeeze(1).mean(0)
-        ax.plot(torch.linspace(0, secs, len(y)).numpy(), y.numpy(), label=f"{label} ({cfg.outer})")
-    ax.axhline(math.log(cfg.classes), color="grey", linestyle=":", label=f"ln {cfg.classes}")
-    ax.set(xlabel="meta-training wall-clock seconds (one core)", ylabel="meta-loss",
-           title="meta-loss against compute")  # fmt: skip
-    ax.legend()
+        steps = torch.arange(len(y)) + k
+        label = f"{_outer_label(cfg, m)}, {len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        (line,) = by_step.plot(steps.numpy(), y.numpy(), label=label)
+        by_time.plot((steps / y.shape[0] * secs).numpy(), y.numpy(), color=line.get_color())
+    for ax in (by_step, by_time):
+        ax.axhline(math.log(cfg.classes), color="grey", linestyle=":", label=f"ln {cfg.classes}")
+    by_step.set(xlabel="generation (ES) or step (BPTT)", ylabel="meta-loss",
+                title="meta-loss per outer step")  # fmt: skip
+    by_time.set(xlabel="meta-training wall-clock seconds (one core)",
+                title="the same curves against seconds")  # fmt: skip
+    by_step.legend(fontsize=7)
     return fig
+
+
+def _meta_loss_caption(cfg: Config, results: dict[str, Any]) -> str:
+    runs = "; ".join(
+        f"{_outer_label(cfg, m)} {b['steps'][0]} steps, "
+        f"{sum(b['seconds']) / len(b['seconds']):.0f} s per seed"
+        for m, b in results["budget"].items()
+    )
+    missing = {"BPTT", "openai-es", "cmaes"} - {
+        _outer_label(cfg, m).split("(")[1][:-1] for m in results["budget"]
+    }
+    absent = (
+        f" Not run here: {', '.join(sorted(missing))} (add them with --set compare=[...])."
+        if missing else ""
+    )  # fmt: skip
+    return (
+        f"Meta-loss of each meta-training (mean over its seeds, smoothed over a twentieth of "
+        f"its steps) against outer steps (left) and wall-clock seconds (right): {runs}. "
+        f"ln {cfg.classes} = {math.log(cfg.classes):.3f} is chance: a curve that stays there "
+        f"has not learned to learn.{absent}"
+    )
 
 
 def plots(cfg: Config, results: dict[str, Any], run: RunLike) -> None:
@@ -422,10 +557,7 @@ def plots(cfg: Config, results: dict[str, Any], run: RunLike) -> None:
     run.save_figure(
         _meta_loss_plot(cfg, results),
         "meta_loss",
-        caption=f"Meta-loss of each learner against the wall-clock seconds its meta-training "
-        f"took (mean over seeds; VSML {cfg.steps} steps, Meta-RNN {cfg.metarnn_steps}); "
-        f"ln {cfg.classes} = {math.log(cfg.classes):.3f} is chance: a learner whose curve "
-        "stays there has not learned to learn.",
+        caption=_meta_loss_caption(cfg, results),
     )  # fmt: skip
     traces = {f"c[{j}]": torch.stack([r["trace_c"][:, j] for r in rows]) for j in range(4)}
     traces |= {f"h[{j}]": torch.stack([r["trace_h"][:, j] for r in rows]) for j in range(2)}
@@ -448,10 +580,11 @@ def _budget_text(cfg: Config, results: dict[str, Any]) -> str:
     def mean(v: list[float]) -> float:
         return sum(v) / len(v)
 
+    how = "generations" if cfg.outer == "es" else "steps"
     return (
-        f"VSML {cfg.steps} {cfg.outer} steps ({mean(b['vsml']['seconds']):.0f} s, "
+        f"VSML {_steps(cfg, 'vsml')} {cfg.outer} {how} ({mean(b['vsml']['seconds']):.0f} s, "
         f"{mean(b['vsml']['gflop']):.0f} GFLOP of matmul per seed), Meta-RNN "
-        f"{cfg.metarnn_steps} steps ({mean(b['metarnn']['seconds']):.0f} s, "
+        f"{_steps(cfg, 'metarnn')} {how} ({mean(b['metarnn']['seconds']):.0f} s, "
         f"{mean(b['metarnn']['gflop']):.0f} GFLOP)"
     )
 
@@ -472,6 +605,7 @@ def claims(cfg: Config, results: dict[str, Any]) -> list[Claim]:
 
     return [
         *_vsml_claims(cfg, per_seed, half),
+        *_es_claims(cfg, per_seed, half),
         *_metarnn_claims(cfg, results, per_seed, ood_mean, half),
         *(c for w in _windows(cfg) for c in _online_claims(cfg, rows, per_seed, w)),
         *_budget_claims(results),
@@ -603,6 +737,36 @@ def _vsml_claims(cfg: Config, per_seed, half: int) -> list[Claim]:
     ]
 
 
+def _es_claims(cfg: Config, per_seed, half: int) -> list[Claim]:
+    """With outer=es: VSML meta-learned from scratch by ES learns, on average and in every seed."""
+    if cfg.outer != "es":
+        return []
+    values = per_seed("vsml|in", slice(half, None))
+    learned = 1.0 / cfg.classes + CLAIM_IN
+    how = (
+        f"{cfg.es}, σ {cfg.sigma:g}, population {cfg.popsize}, {cfg.generations} generations "
+        f"of {cfg.es_batch} {cfg.length}-example episodes per pair"
+    )
+    enough = [condition("seeds run", cfg.seeds, ">=", 3)]
+    text = (
+        f"over the last half of {cfg.test_length}-example in-distribution episodes > chance + "
+        f"{CLAIM_IN} = {learned:.3f}"
+    )
+    return [
+        Claim.measure(
+            "vsml-es-in", f"VSML meta-trained from scratch by ES ({how}): online accuracy "
+            f"{text}, mean over {cfg.seeds} seeds (judged with >= 3)", values,
+            paper="VSML meta-learns a learning algorithm from scratch with ES",
+            op=">", threshold=learned, requires=enough,
+        ),
+        Claim.measure(
+            "vsml-es-every-seed", f"the same, for the worst of the {cfg.seeds} seeds: every "
+            "seed learns", [min(values)] if values else None, op=">", threshold=learned,
+            requires=enough,
+        ),
+    ]  # fmt: skip
+
+
 EXPERIMENT = Experiment(
     name="vsml-from-scratch",
     paper=VSML_PAPER,
@@ -628,13 +792,18 @@ EXPERIMENT = Experiment(
             "other_inputs": 24,
             "metarnn_hidden": 16,
             "checkpoint_every": 2,
+            "popsize": 8,
+            "generations": 3,
+            "es_batch": 1,
         },
         "paper": {
             "dataset": "mnist",
             "outer": "es",
+            "shaping": "none",
+            "es_lr": 0.025,
             "popsize": 1024,
-            "batch": 1,
-            "steps": 10_000,
+            "es_batch": 1,
+            "generations": 10_000,
             "inputs": 784,
             "classes": 10,
             "length": 500,
