@@ -566,7 +566,7 @@ EXPERIMENT = Experiment(
     description="A per-parameter MLP learned optimizer meta-trained by ES or PES on digits "
     "subsets (random classes, projections and MLPs), meta-tested on unseen datasets, a wider "
     "network and a 5x longer horizon against SGD and Adam tuned per task.",
-    minutes={"smoke": 0.3, "quick": 4},
+    minutes={"smoke": 0.3, "quick": 5},
     Config=Config,
     train=train,
     plots=plots,
