@@ -459,7 +459,9 @@ def pes_generation(
     es: OpenAIESState, pes: PESState, fn: PopulationFn, generator: torch.Generator
 ) -> tuple[OpenAIESState, PESState, Tensor]:
     """One PES truncation from the particles ``pes``; the ES state takes the step as if its
-    population were θ ± σξ_k, so `openai_es_tell` (raw differences) applies −ĝ with Adam."""
+    population were θ ± σξ_k, so `openai_es_tell` (raw differences) applies −ĝ with Adam.
+    θ moves between truncations (online PES, as Vicol et al. train): the estimate is unbiased
+    for a θ held fixed over the unroll, and nearly so while the steps are small."""
     if es.shaping != "none":
         raise ValueError(f"PES needs raw fitness differences (shaping 'none'), got {es.shaping!r}")
     theta, sigma = es.center, float(es.sigma)
