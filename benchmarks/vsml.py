@@ -12,6 +12,8 @@ Cases (issues 4 and 11):
 Candidates, timed in interleaved rounds so that load from other processes hits each alike:
   * vsml      — `badgerlab.vsml.model` without autograd (the default path under no_grad);
   * vsml_autograd — the same with the parameters requiring grad (layer cases);
+  * vsml_fused — with `--fused`: the same through the opt-in fused C++ kernel
+                (`badgerlab.vsml.model.use_fused`; its build/load seconds are reported);
   * lstmcell  — per member one `nn.LSTMCell` call on all cells' concatenated [m→_a, m←_b]
                 inputs per micro tick, plus the same mean read-out (the batched baseline);
   * loop      — a Python loop over cells, each a tiny `nn.LSTMCell` call (layer cases; timed
@@ -44,6 +46,7 @@ import time
 import torch
 from torch import nn
 
+from badgerlab.vsml import model as vm
 from badgerlab.vsml.model import LayerState, VSMLConfig, episode, init_params, layer_step
 
 _CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -152,7 +155,21 @@ def _state(cfg: VSMLConfig, P: int, A: int, B: int) -> LayerState:
     )
 
 
-def _layer_case(P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds: int) -> dict:
+def _fused(fn):
+    # The same call through the opt-in fused C++ kernel.
+    def run():
+        vm.use_fused(True)
+        try:
+            fn()
+        finally:
+            vm.use_fused(False)
+
+    return run
+
+
+def _layer_case(
+    P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds: int, fused: bool
+) -> dict:
     cfg = VSMLConfig()
     params = init_params(cfg, population=P, generator=torch.Generator().manual_seed(0))
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
@@ -179,6 +196,8 @@ def _layer_case(P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds:
             "sigmoid": (_elementwise("sigmoid"), 20 * repeat),
             "tanh": (_elementwise("tanh"), 20 * repeat),
         }
+        if fused:
+            cands["vsml_fused"] = (_fused(lambda: layer_step(params, st, cfg)), repeat)
         secs = _race(cands, rounds=rounds)
     secs |= _race({"vsml_autograd": (lambda: layer_step(leaves, st, cfg), repeat)}, rounds=rounds)
     steps = P * A * B * cfg.micro_ticks
@@ -190,7 +209,7 @@ def _layer_case(P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds:
     }
 
 
-def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int) -> dict:
+def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int, fused: bool) -> dict:
     cfg = VSMLConfig()
     g = torch.Generator().manual_seed(0)
     params = init_params(cfg, population=P, generator=g)
@@ -209,9 +228,11 @@ def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int) -> dict:
             "sigmoid": (_elementwise("sigmoid"), 200),
             "tanh": (_elementwise("tanh"), 200),
         }
+        if fused:
+            cands["vsml_fused"] = (_fused(vsml), 1)
         secs = _race(cands, rounds=rounds)
     steps = P * A * B * T * cfg.micro_ticks
-    out = _summary(cfg, A, B, secs, {"vsml": steps, "lstmcell": steps})
+    out = _summary(cfg, A, B, secs, {k: steps for k in ("vsml", "lstmcell", "vsml_fused")})
     return out | {"population": P, "A": A, "B": B, "examples": T, "vsml_s": secs["vsml"]}
 
 
@@ -233,9 +254,11 @@ def _summary(cfg, A, B, secs: dict, steps: dict) -> dict:
     for name, sec in secs.items():
         if name not in ("matmul", "sigmoid", "tanh"):
             out[name] = steps[name] / sec
-    out["vsml_fraction_of_matmul_peak"] = out["vsml"] * flops["matmul_total"] / peak
-    out["vsml_fraction_of_ceiling"] = out["vsml"] / ceiling
-    out["ratio_vsml_vs_lstmcell"] = out["vsml"] / out["lstmcell"]
+    for name in ("vsml", "vsml_fused"):
+        if name in out:
+            out[f"{name}_fraction_of_matmul_peak"] = out[name] * flops["matmul_total"] / peak
+            out[f"{name}_fraction_of_ceiling"] = out[name] / ceiling
+            out[f"ratio_{name}_vs_lstmcell"] = out[name] / out["lstmcell"]
     if "loop" in out:
         out["ratio_vsml_vs_loop"] = out["vsml"] / out["loop"]
     return out
@@ -243,22 +266,26 @@ def _summary(cfg, A, B, secs: dict, steps: dict) -> dict:
 
 def _table(result: dict) -> str:
     rows = [
-        f"{'case':22s} {'vsml':>8s} {'autograd':>9s} {'lstmcell':>9s} {'loop':>8s} "
-        f"{'vs cell':>8s} {'peak GF/s':>9s} {'of peak':>8s} {'ceiling':>8s} {'of ceil':>8s}"
+        f"{'case':22s} {'path':10s} {'M/s':>7s} {'lstmcell':>9s} {'vs cell':>8s} "
+        f"{'peak GF/s':>9s} {'of peak':>8s} {'ceiling':>8s} {'of ceil':>8s}"
     ]
     for name, r in result.items():
         if not isinstance(r, dict) or "vsml" not in r:
             continue
-
-        def m(key, r=r):
-            return f"{r[key] / 1e6:8.2f}" if key in r else f"{'-':>8s}"
-
-        rows.append(
-            f"{name:22s} {m('vsml')} {m('vsml_autograd'):>9s} {m('lstmcell'):>9s} {m('loop')} "
-            f"{r['ratio_vsml_vs_lstmcell']:8.2f} {r['matmul_peak_gflops']:9.1f} "
-            f"{r['vsml_fraction_of_matmul_peak']:8.3f} "
-            f"{r['ceiling_cell_steps_per_s'] / 1e6:8.2f} {r['vsml_fraction_of_ceiling']:8.3f}"
-        )
+        for path in ("vsml", "vsml_fused", "vsml_autograd", "loop"):
+            if path not in r:
+                continue
+            tail = ""
+            if f"{path}_fraction_of_ceiling" in r:
+                tail = (
+                    f"{r[f'ratio_{path}_vs_lstmcell']:8.2f} {r['matmul_peak_gflops']:9.1f} "
+                    f"{r[f'{path}_fraction_of_matmul_peak']:8.3f} "
+                    f"{r['ceiling_cell_steps_per_s'] / 1e6:8.2f} "
+                    f"{r[f'{path}_fraction_of_ceiling']:8.3f}"
+                )
+            rows.append(
+                f"{name:22s} {path:10s} {r[path] / 1e6:7.2f} {r['lstmcell'] / 1e6:9.2f} {tail}"
+            )
     return "M cell-steps/s (one cell, one micro tick)\n" + "\n".join(rows)
 
 
@@ -270,6 +297,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--examples", type=int, default=100, help="W3 episode length")
     ap.add_argument("--skip-layers", action="store_true", help="only the W3 episode")
+    ap.add_argument(
+        "--fused",
+        action="store_true",
+        help="also the opt-in fused C++ kernel (built on first use)",
+    )
     ap.add_argument(
         "--clock",
         choices=sorted(_CLOCK),
@@ -287,10 +319,17 @@ def main() -> None:
         "clock": args.clock,
         "torch": torch.__version__,
         "load_average_before": os.getloadavg(),
-        "population64_episode": _episode_case(64, 64, 10, args.examples, rounds=args.rounds),
     }
+    if args.fused:
+        result["fused_build_or_load_s"] = vm.use_fused(True)
+        vm.use_fused(False)
+    result["population64_episode"] = _episode_case(
+        64, 64, 10, args.examples, rounds=args.rounds, fused=args.fused
+    )
     if not args.skip_layers:
-        kw = dict(repeat=args.repeat, loop_cells=args.loop_cells, rounds=args.rounds)
+        kw = dict(
+            repeat=args.repeat, loop_cells=args.loop_cells, rounds=args.rounds, fused=args.fused
+        )
         result["layer_784x10"] = _layer_case(1, 784, 10, **kw)
         result["population64_64x10"] = _layer_case(64, 64, 10, **kw)
     result["load_average_after"] = os.getloadavg()

@@ -142,3 +142,39 @@ def test_reused_state_buffers_change_nothing():
         assert torch.equal(sa.h, sb.h) and torch.equal(sa.c, sb.c)
     # the trace holds distinct tensors per example (nothing was overwritten)
     assert not torch.equal(b.trace[1][0].c, b.trace[2][0].c)
+
+
+def _fused_or_skip():
+    # The fused C++ kernel is opt-in and compiled per machine (~1.5 min): tested where it is
+    # built already or where BADGERLAB_VSML_FUSED=1 asks for it.
+    import os
+
+    import badgerlab.vsml.model as vm
+
+    if not (vm.fused_is_built() or os.environ.get("BADGERLAB_VSML_FUSED") == "1"):
+        pytest.skip("fused VSML kernel not built (BADGERLAB_VSML_FUSED=1 builds it)")
+    vm.use_fused(True)
+    return vm
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (D64, 1e-12)])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_fused_kernel_equals_reference_episode(case, dtype, tol):
+    vm = _fused_or_skip()
+    try:
+        cfg = VSMLConfig(**CASES[case], inner_batch=2)
+        P, N, T, sizes = 2, 4, 6, (7, 5, 3)
+        p = _perturbed(cfg, P, dtype, seed=case)
+        g = torch.Generator().manual_seed(20 + case)
+        st = init_state(cfg, sizes, batch=N, population=P, generator=g, dtype=dtype)
+        x = torch.randn(T, P, N, sizes[0], generator=g, dtype=dtype)
+        y = torch.randint(0, sizes[-1], (T, P, N), generator=g)
+        with torch.no_grad():
+            assert vm._fused_applies(st[0].h)
+            fast = episode(p, x, y, cfg, states=st)
+            logits, states, _ = reference_episode(p, x, y, cfg, st)
+        torch.testing.assert_close(fast.logits, logits, rtol=tol, atol=tol)
+        for s_fast, s_ref in zip(fast.states, states, strict=True):
+            torch.testing.assert_close(s_fast.c, s_ref.c, rtol=tol, atol=tol)
+    finally:
+        vm.use_fused(False)
