@@ -203,6 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sine", type=float, default=0.0, help="meta-training seconds per seed")
     ap.add_argument("--classify", type=float, default=0.0, help="meta-training seconds per seed")
+    ap.add_argument("--classify-steps", type=int, default=10, help="inner steps (classification)")
     ap.add_argument("--seeds", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -214,7 +215,9 @@ def main() -> None:
     if args.sine > 0:
         result["sine"] = [_sine(args.sine, seed) for seed in range(args.seeds)]
     if args.classify > 0:
-        result["classify"] = [_classify(args.classify, seed) for seed in range(args.seeds)]
+        result["classify"] = [
+            _classify(args.classify, seed, steps=args.classify_steps) for seed in range(args.seeds)
+        ]
     print(f"{'case':<16}{'what':<28}{'value':>12}")
     for case, row in result.items():
         for key, value in row.items() if isinstance(row, dict) else ():
