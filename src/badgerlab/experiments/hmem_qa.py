@@ -8,9 +8,13 @@ newest fact), so the memory can tell a later move from an earlier one. The quest
 the same way without T. The answer is a word of the vocabulary (softmax over it).
 
 H-Mem writes the facts into its Hebbian memory and reads it with the question in `hops` hops
-(task 2 needs two: "Where is the football?" → who holds it → where that person is). The LSTM
-reads the same fact embeddings, then the question. Both are trained with Adam from scratch,
-each at the learning rate of a small grid with the best accuracy on held-out stories.
+and reads out the sum of the hops' reads, as the reference's bAbI model (task 2 needs at least
+two hops: "Where is the football?" → who holds it → where that person is; the default gives it
+the reference's three: in trials here with two hops and 2000 steps one seed of three stalled at
+~0.35, with three both tried seeds passed 0.98 by step 1500). The LSTM reads the same fact
+embeddings, then the question. Both are trained with Adam from scratch, each at the learning
+rate of a grid with the best accuracy on held-out stories (one rate, the reference's 3e-3, at
+quick scale; three at paper scale).
 
 Default data: the package's seeded generator of tasks 1 and 2 (`badgerlab.plasticity.babi`);
 the variant `babi` runs on the real files (en-10k) when they are present.
@@ -45,7 +49,7 @@ class Config(ExperimentConfig):
         "generated", description="stories from the package's generator, or the real bAbI files"
     )
     tasks: tuple[Task, ...] = Field((1, 2), min_length=1, description="bAbI tasks to run")
-    train_stories: int = Field(600, ge=1, le=1_000_000, description="generated training stories")
+    train_stories: int = Field(2000, ge=1, le=1_000_000, description="generated training stories")
     val_stories: int = Field(60, ge=1, le=100_000, description="generated held-out stories")
     test_stories: int = Field(200, ge=1, le=100_000, description="generated test stories")
     questions: int = Field(5, ge=1, le=20, description="questions per generated story")
@@ -57,18 +61,18 @@ class Config(ExperimentConfig):
     embed: int = Field(64, ge=2, le=1024, description="sentence embedding size E")
     memory: int = Field(64, ge=2, le=1024, description="H-Mem memory size m (W is m x m)")
     hops: tuple[Hops, ...] = Field(
-        (1, 2), min_length=1, description="H-Mem read hops for each entry of `tasks`"
+        (1, 3), min_length=1, description="H-Mem read hops for each entry of `tasks`"
     )
     sum_hops: bool = Field(
         True, description="H-Mem reads out the sum of every hop's v̂ (as the reference)"
     )
     lstm_hidden: int = Field(128, ge=2, le=4096, description="LSTM baseline hidden units")
     steps: tuple[Steps, ...] = Field(
-        (400, 1500), min_length=1, description="training steps of every model, per task"
+        (300, 1600), min_length=1, description="training steps of every model, per task"
     )
     batch_size: int = Field(32, ge=1, le=4096, description="questions per step")
     lrs: tuple[Rate, ...] = Field(
-        (3e-3, 1e-2), min_length=1, description="Adam lr grid (picked on held-out stories)"
+        (3e-3,), min_length=1, description="Adam lr grid (picked on held-out stories)"
     )
     clip: float = Field(10.0, gt=0, le=1e6, description="gradient-norm clip")
     checkpoint_every: int = Field(500, ge=1, le=1_000_000, description="steps per checkpoint")
@@ -423,7 +427,7 @@ EXPERIMENT = Experiment(
     description="bAbI-style question answering (tasks 1 and 2, single and two supporting "
     "facts): each fact written into H-Mem's Hebbian memory, the question read out in one or two "
     "hops; an LSTM on the same fact embeddings beside it, both at their best lr of a grid.",
-    minutes={"smoke": 0.2, "quick": 4},
+    minutes={"smoke": 0.2, "quick": 8},  # quick: 444 s of CPU, 12.8 min wall under load 6
     Config=Config,
     train=train,
     plots=plots,
