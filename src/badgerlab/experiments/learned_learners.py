@@ -13,6 +13,11 @@ visible. Meta-test (one unit per seed): wine, breast_cancer, iris, mnist1d (an M
 all from digits' test split or datasets never trained on. SGD and Adam run the same steps with
 the lr of their grid that gives the lowest final training loss on that task.
 
+MPLP (Randazzo, Niklasson & Mordvintsev 2020, https://arxiv.org/abs/2007.00970) runs as two
+more families of units (few-shot sinusoids, classification), meta-trained through the unrolled
+inner loop and tested on their own tasks: see `badgerlab.experiments._mplp` (``--set mplp=false``
+leaves them out).
+
 Another learner family plugs in as its own group of units: an entry in `META_TRAIN` (its unit
 meta-trains it for one seed) and its learner in `_test_seed`.
 """
@@ -27,6 +32,7 @@ from pydantic import Field, model_validator
 
 from badgerlab.evolve.openai_es import openai_es_ask, openai_es_init, openai_es_tell
 from badgerlab.experiment import Experiment, ExperimentConfig
+from badgerlab.experiments import _mplp
 from badgerlab.learned.lopt import (
     DECAYS,
     adam_head,
@@ -51,7 +57,7 @@ from badgerlab.learned.metatrain import (
     unroll,
     unroll_head,
 )
-from badgerlab.runs import Claim, RunLike
+from badgerlab.runs import Claim, RunLike, condition
 
 DATASETS = ("wine", "breast_cancer", "iris", "mnist1d")
 # Fixed by the issue before measuring.
@@ -114,6 +120,21 @@ class Config(ExperimentConfig):
         (3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0), min_length=1, description="Adam learning rates tried"
     )
     checkpoint_every: int = Field(10, ge=1, le=10_000, description="generations per checkpoint")
+    mplp: bool = Field(True, description="also meta-train and test MPLP (sinusoids, classes)")
+    mplp_inner: int = Field(5, ge=1, le=200, description="MPLP's inner learner steps")
+    mplp_sine_steps: int = Field(
+        100, ge=1, le=100_000, description="MPLP meta-steps on sinusoids (8 tasks each)"
+    )
+    mplp_class_steps: int = Field(
+        80, ge=1, le=100_000, description="MPLP meta-steps on digits subsets (8 tasks each)"
+    )
+    mplp_sine_hidden: tuple[Annotated[int, Field(ge=1, le=512)], ...] = Field(
+        (20, 20), min_length=1, description="hidden widths of the sinusoid networks"
+    )
+    mplp_meta_lr: float = Field(1e-2, gt=0, le=1, description="MPLP's outer Adam step")
+    mplp_checkpoint: int = Field(
+        20, ge=1, le=100_000, description="MPLP meta-steps per checkpoint"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -218,9 +239,13 @@ def _meta_train_lopt(cfg: Config, run: RunLike, unit, seed: int) -> None:
     unit.finish({"theta": st["es"].center, "theta0": st["theta0"], "history": st["history"]})
 
 
-#: Learner families: name → the unit that meta-trains it for one seed (result: its weights).
-#: Another family (e.g. MPLP) adds an entry here and its learner to `_test_seed`.
-META_TRAIN = {"lopt": _meta_train_lopt}
+#: Learner families: name → the unit that meta-trains it for one seed (result: its weights, or
+#: for MPLP its own meta-test numbers; see `badgerlab.experiments._mplp`).
+META_TRAIN = {
+    "lopt": _meta_train_lopt,
+    "mplp-sine": _mplp.sine_unit,
+    "mplp-class": _mplp.class_unit,
+}
 
 
 # -- meta-test ----------------------------------------------------------------------------------
@@ -319,14 +344,18 @@ def _meta_test(cfg: Config, run: RunLike, unit, seed: int) -> None:
 def train(cfg: Config, run: RunLike) -> dict:
     """Units: every learner family meta-trained per seed, then a meta-test per seed."""
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    keys = [f"{fam}-seed{s}" for fam in META_TRAIN for s in seeds]
+    fams = [f for f in META_TRAIN if cfg.mplp or not f.startswith("mplp")]
+    keys = [f"{fam}-seed{s}" for fam in fams for s in seeds]
     keys += [f"test-seed{s}" for s in seeds]
     for unit in run.units(keys, description=f"learned learners ({cfg.method})"):
         fam, seed = unit.key.rsplit("-seed", 1)
         step = _meta_test if fam == "test" else META_TRAIN[fam]
         step(cfg, run, unit, int(seed))
     history = [run.results[f"lopt-seed{s}"]["history"] for s in seeds]
-    return {"test": [run.results[f"test-seed{s}"] for s in seeds], "lopt_history": history}
+    out = {"test": [run.results[f"test-seed{s}"] for s in seeds], "lopt_history": history}
+    for fam in fams[1:]:
+        out[fam] = [run.results[f"{fam}-seed{s}"] for s in seeds]
+    return out
 
 
 LEARNERS = {
@@ -417,7 +446,39 @@ def _plot_meta_training(cfg: Config, results: dict, run: RunLike) -> None:
     )
 
 
+def _plot_mplp(cfg: Config, results: dict, run: RunLike) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, fam in enumerate(("mplp-sine", "mplp-class")):
+        for j, r in enumerate(results[fam]):
+            a.plot(r["history"], color=f"C{i}", alpha=0.7, label=fam if j == 0 else None)
+    a.set(xlabel="meta-step", ylabel="meta-loss (query)", yscale="log", title="MPLP meta-training")
+    a.legend(fontsize=8)
+    names = ["sinusoid MSE / zero", *_mplp.CLASS_DATASETS]
+    for k, (key, label) in enumerate((("mplp", "MPLP"), ("sgd", "tuned SGD"))):
+        vals = [sum(r[f"{key}_mse"] / r["zero_mse"] for r in results["mplp-sine"]) / cfg.seeds]
+        vals += [
+            sum(r[d][f"{key}_acc"] for r in results["mplp-class"]) / cfg.seeds
+            for d in _mplp.CLASS_DATASETS
+        ]
+        b.bar([x + 0.4 * k for x in range(len(names))], vals, 0.4, label=label, color=f"C{k + 2}")
+    b.set_xticks([x + 0.2 for x in range(len(names))], names, fontsize=8)
+    b.set(title="MPLP meta-test (mean over seeds)")
+    b.legend(fontsize=8)
+    run.save_figure(
+        fig,
+        "mplp",
+        caption="Left: MPLP's meta-loss during meta-training (one line per seed). Right: on "
+        "fresh sinusoids the query MSE relative to predicting zero (lower is better), and on "
+        "unseen datasets the query accuracy (higher is better), MPLP beside SGD with a tuned "
+        "lr, the same inner steps and initial nets.",
+    )
+
+
 def plots(cfg: Config, results: dict, run: RunLike) -> None:
+    if cfg.mplp:
+        _plot_mplp(cfg, results, run)
     _plot_curves(cfg, results, run)
     _plot_introspection(cfg, results, run)
     _plot_meta_training(cfg, results, run)
@@ -556,6 +617,62 @@ def claims(cfg: Config, results: dict) -> list[Claim]:
            for t in _heldout(cfg)},
     }  # fmt: skip
     out += [Claim.measure(i, f"{s} ({cfg.seeds} seeds)", v[k]) for i, (s, k) in info.items()]
+    if cfg.mplp:
+        out += _mplp_claims(cfg, results)
+    return out
+
+
+MPLP_MARGIN = 0.2  # (4) MPLP accuracy >= chance + 0.2 on every unseen dataset (fixed before)
+
+
+def _mplp_claims(cfg: Config, results: dict) -> list[Claim]:
+    sine, cls = results["mplp-sine"], results["mplp-class"]
+    n = len(sine)
+    s_scale = (
+        f"{n} seeds, {cfg.mplp_sine_steps} meta-steps of 8 tasks, nets (1, "
+        f"{', '.join(map(str, cfg.mplp_sine_hidden))}, 1), K = 10, {_mplp.SINE_TEST} test tasks"
+    )
+    c_scale = (
+        f"{n} seeds, {cfg.mplp_class_steps} meta-steps on digits subsets, {cfg.mplp_inner} inner "
+        f"steps, {_mplp.CLASS_TEST} tasks per dataset of {_mplp.CLASS_SUPPORT} support examples"
+    )
+    sgd_vs_zero = sum(r["sgd_mse"] / r["zero_mse"] for r in sine) / n
+    out = [
+        Claim.measure(
+            "mplp-sine-vs-sgd",
+            f"MPLP's few-shot sinusoid query MSE after {cfg.mplp_inner} inner steps − plain "
+            f"SGD's on the same initial nets with its lr picked on other tasks ({s_scale})",
+            [r["mplp_mse"] - r["sgd_mse"] for r in sine],
+            paper="MPLP learns few-shot sinusoid regression faster than SGD (Randazzo et al. "
+            "2020, Sec. 4.1)",
+            op="<",
+            threshold=0.0,
+            requires=[condition("tuned SGD MSE / predicting zero", sgd_vs_zero, "<", 1.0)],
+        ),
+        Claim.measure(
+            "mplp-classify",
+            f"MPLP's lowest accuracy − chance over the unseen datasets "
+            f"{', '.join(_mplp.CLASS_DATASETS)} ({c_scale})",
+            [min(r[d]["mplp_acc"] - r[d]["chance"] for d in _mplp.CLASS_DATASETS) for r in cls],
+            paper="MPLP learns classification tasks in a few steps",
+            op=">=",
+            threshold=MPLP_MARGIN,
+        ),
+    ]
+    info = {
+        "mplp-sine-mse": ("MPLP sinusoid query MSE", [r["mplp_mse"] for r in sine]),
+        "sgd-sine-mse": ("tuned SGD sinusoid query MSE", [r["sgd_mse"] for r in sine]),
+        "zero-sine-mse": ("predicting zero, sinusoid query MSE", [r["zero_mse"] for r in sine]),
+        "mplp-sine-start": (
+            "MPLP before meta-training, query MSE",
+            [r["start_mse"] for r in sine],
+        ),
+        "sgd-sine-lr": ("SGD lr picked on other sinusoid tasks", [r["sgd_lr"] for r in sine]),
+    }
+    for d in _mplp.CLASS_DATASETS:
+        info[f"mplp-{d}-acc"] = (f"MPLP accuracy on {d}", [r[d]["mplp_acc"] for r in cls])
+        info[f"sgd-{d}-acc"] = (f"tuned SGD accuracy on {d}", [r[d]["sgd_acc"] for r in cls])
+    out += [Claim.measure(i, f"{s} ({n} seeds)", v) for i, (s, v) in info.items()]
     return out
 
 
@@ -565,7 +682,9 @@ EXPERIMENT = Experiment(
     bibtex=LOPT_BIBTEX,
     description="A per-parameter MLP learned optimizer meta-trained by ES or PES on digits "
     "subsets (random classes, projections and MLPs), meta-tested on unseen datasets, a wider "
-    "network and a 5x longer horizon against SGD and Adam tuned per task.",
+    "network and a 5x longer horizon against SGD and Adam tuned per task; and MPLP's shared "
+    "GRU learners, meta-trained through the unrolled inner loop, on few-shot sinusoids and on "
+    "unseen classification datasets against tuned SGD.",
     minutes={"smoke": 0.3, "quick": 5},
     Config=Config,
     train=train,
@@ -588,6 +707,11 @@ EXPERIMENT = Experiment(
             "horizon_factor": 2,
             "sgd_grid": (0.1, 1.0),
             "adam_grid": (0.01, 0.1),
+            "mplp_sine_steps": 4,
+            "mplp_class_steps": 4,
+            "mplp_checkpoint": 2,
+            "mplp_sine_hidden": (8,),
+            "mplp_inner": 2,
         },
         "paper": {"seeds": 5, "generations": 500, "popsize": 32, "steps": 100, "hidden": 32},
     },
