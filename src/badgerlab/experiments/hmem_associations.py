@@ -58,11 +58,16 @@ class Config(ExperimentConfig):
     val_stories: int = Field(200, ge=10, le=100_000, description="held-out stories per delay")
     test_stories: int = Field(500, ge=10, le=100_000, description="test stories per delay")
     checkpoint_every: int = Field(400, ge=1, le=1_000_000, description="steps per checkpoint")
+    capacity_keys: Literal["image", "two-image"] = Field(
+        "image",
+        description="capacity keys: one image (10 key classes, up to 10 pairs) or two images "
+        "side by side (100 key classes, up to 100 pairs; learned nothing at quick budget)",
+    )
     capacity_pairs: tuple[CapPairs, ...] = Field(
-        (3, 5, 10, 15, 20), description="pairs per story of the capacity curve (delay 0)"
+        (2, 3, 5, 8, 10), description="pairs per story of the capacity curve (delay 0)"
     )
     capacity_values: int = Field(
-        20, ge=2, le=100, description="value classes of the capacity stories (one-hot)"
+        10, ge=2, le=100, description="value classes of the capacity stories (one-hot)"
     )
     capacity_memory: tuple[Size, ...] = Field(
         (8, 32), description="memory sizes of the capacity curve"
@@ -81,6 +86,11 @@ class Config(ExperimentConfig):
         if self.pairs > self.n_values:
             raise ValueError(
                 f"pairs {self.pairs} need distinct values: at most n_values={self.n_values}"
+            )
+        if self.capacity_keys == "image" and max(self.capacity_pairs) > CLASSES:
+            raise ValueError(
+                f"capacity_pairs {self.capacity_pairs} exceed the {CLASSES} key classes of "
+                "capacity_keys='image' (use 'two-image' for more)"
             )
         if max(self.capacity_pairs) > self.capacity_values:
             raise ValueError(
@@ -240,15 +250,17 @@ def _capacity_sets(cfg: Config, enc: dict, pools: dict, seed: int) -> dict:
     for p in cfg.capacity_pairs:
         g = torch.Generator().manual_seed(10_007 * seed + 101 * p + 7)
         feats, pool = enc["feats"]["test"], pools["test"]
-        out[(p, 0)] = pair_stories(feats, pool, cfg.test_stories, p, 0, cfg.capacity_values, g)
+        make = pair_stories if cfg.capacity_keys == "two-image" else stories
+        out[(p, 0)] = make(feats, pool, cfg.test_stories, p, 0, cfg.capacity_values, g)
     return out
 
 
 def _model(kind: str, cfg: Config, seed: int, memory: int) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        if kind == "capacity":  # two-image keys (`pair_stories`)
-            V, Q = cfg.capacity_values, 2 * cfg.features
+        if kind == "capacity":  # one- or two-image keys (`stories`, `pair_stories`)
+            V = cfg.capacity_values
+            Q = (2 if cfg.capacity_keys == "two-image" else 1) * cfg.features
             return HMem(Q + V, Q, memory, V)
         E, Q = cfg.features + cfg.n_values, cfg.features
         if kind == "lstm":
@@ -288,7 +300,8 @@ def _fit(unit, kind: str, lr: float, seed: int, memory: int, ctx: dict, *, steps
         P = pairs[int(torch.randint(len(pairs), (1,), generator=g))]
         d = delays[int(torch.randint(len(delays), (1,), generator=g))]
         if kind == "capacity":
-            s, q, a = pair_stories(
+            make = pair_stories if cfg.capacity_keys == "two-image" else stories
+            s, q, a = make(
                 enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, cfg.capacity_values, g
             )
         else:
@@ -439,9 +452,10 @@ def plots(cfg: Config, results: dict, run: RunLike) -> None:
         "capacity",
         caption="Capacity: H-Mem test accuracy against the number of stored pairs at delay 0, "
         "one model per memory size m trained on stories of every size (mean over seeds); a key "
-        "is two images side by side (100 key classes from the 10 image classes, the same frozen "
-        "encoder on each half), so a story holds up to 20 pairs: look for accuracy falling "
-        "with the pairs, later for the larger memory.",
+        "is one image (10 key classes, so at most 10 pairs), or with `--set "
+        "capacity_keys=two-image` two images side by side (100 key classes from the same frozen "
+        "encoder on each half); look for accuracy falling with the pairs, later for the larger "
+        "memory.",
     )
 
 
@@ -520,7 +534,8 @@ def claims(cfg: Config, results: dict) -> list[Claim]:
         out.append(
             Claim.measure(
                 f"capacity-m{m}-p{top}",
-                f"H-Mem (m = {m}) test accuracy with {top} two-image pairs stored, delay 0",
+                f"H-Mem (m = {m}) test accuracy with {top} pairs stored "
+                f"({cfg.capacity_keys} keys, {cfg.capacity_values} values), delay 0",
                 [r[f"p{top}-d0"] for r in rows],
             )
         )
