@@ -93,3 +93,23 @@ def test_config_checks():
         qa.Config(tasks=(1, 2), hops=(1,))
     with pytest.raises(ValueError):
         qa.Config(tasks=(3,), hops=(1,))
+
+
+def test_real_babi_files_are_read_split_and_encoded(tmp_path, monkeypatch):
+    """With bAbI's files present (written here in the real format), `source=babi` reads them
+    and holds out `val_fraction` of the training stories, seeded; the test file stays whole."""
+    for task in (1, 2):
+        for split, n in (("train", 20), ("test", 6)):
+            for size in ("1k", "10k"):
+                path = tmp_path / babi.task_file(task, split, size=size)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                text = babi.format_stories(babi.generate(task, n, seed=n + task, questions=2))
+                path.write_text(text)
+    monkeypatch.setenv("BADGERLAB_DATA", str(tmp_path))
+    cfg = qa.Config(source="babi", val_fraction=0.25)
+    splits = qa._splits(cfg, 2, seed=0)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (30, 10, 12)
+    again = qa._splits(cfg, 2, seed=0)
+    assert [s.question for s in again["val"]] == [s.question for s in splits["val"]]
+    expected = babi.samples(babi.generate(2, 6, seed=8, questions=2))
+    assert [s.answer for s in splits["test"]] == [s.answer for s in expected]

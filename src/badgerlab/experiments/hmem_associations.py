@@ -534,8 +534,7 @@ def claims(cfg: Config, results: dict) -> list[Claim]:
         out.append(
             Claim.measure(
                 f"capacity-m{m}-p{top}",
-                f"H-Mem (m = {m}) test accuracy with {top} pairs stored "
-                f"({cfg.capacity_keys} keys, {cfg.capacity_values} values), delay 0",
+                f"H-Mem (m = {m}), {top} pairs ({cfg.capacity_keys} keys), delay 0",
                 [r[f"p{top}-d0"] for r in rows],
             )
         )
