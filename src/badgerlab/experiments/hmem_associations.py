@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from badgerlab.data import load
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
+from badgerlab.experiments._hmem import fit
 from badgerlab.plasticity.hmem import BIBTEX, PAPER, HMem, LSTMBaseline
 from badgerlab.runs import Claim, RunLike, condition
 
@@ -288,41 +289,20 @@ def _fit(unit, kind: str, lr: float, seed: int, memory: int, ctx: dict, *, steps
     cfg, run, enc, pools = ctx["cfg"], ctx["run"], ctx["enc"], ctx["pools"]
     model = _model(kind, cfg, seed, memory)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    st = unit.restore()
-    if st is None:
-        g = torch.Generator().manual_seed(seed)
-        st = {"step": 0, "generator": g, "loss_sum": 0.0, "history": []}
-    else:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-    g, every = st["generator"], 50
-    for step in range(st["step"], steps):
+    make = pair_stories if kind == "capacity" and cfg.capacity_keys == "two-image" else stories
+    V = cfg.capacity_values if kind == "capacity" else cfg.n_values
+
+    def loss_of(g: torch.Generator) -> Tensor:
         P = pairs[int(torch.randint(len(pairs), (1,), generator=g))]
         d = delays[int(torch.randint(len(delays), (1,), generator=g))]
-        if kind == "capacity":
-            make = pair_stories if cfg.capacity_keys == "two-image" else stories
-            s, q, a = make(
-                enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, cfg.capacity_values, g
-            )
-        else:
-            s, q, a = stories(
-                enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, cfg.n_values, g
-            )
-        loss = F.cross_entropy(model(s, q), a)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        st["loss_sum"] += float(loss.detach())
-        if (step + 1) % every == 0 or step + 1 == steps:
-            mean = st["loss_sum"] / (every if (step + 1) % every == 0 else (step + 1) % every)
-            st["history"].append(mean)
-            st["loss_sum"] = 0.0
-            run.log(unit.index * 10_000_000 + step, unit=unit.key, step_in_unit=step, loss=mean)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            st.update(step=step + 1, model=model.state_dict(), opt=opt.state_dict())
-            unit.checkpoint(st, step=unit.index * 10_000_000 + step)
-    return model, st["history"]
+        s, q, a = make(enc["feats"]["fit"], pools["fit"], cfg.batch_size, P, d, V, g)
+        return F.cross_entropy(model(s, q), a)
+
+    hist = fit(
+        unit, run, model, opt, steps, loss_of, seed=seed, clip=5.0,
+        checkpoint_every=cfg.checkpoint_every,
+    )  # fmt: skip
+    return model, hist
 
 
 def _unit(unit, cfg: Config, run: RunLike, data: dict, sets: dict) -> dict:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from badgerlab.experiment import Experiment, ExperimentConfig, PaperVariant
+from badgerlab.experiments._hmem import fit
 from badgerlab.plasticity import babi
 from badgerlab.plasticity.hmem import BIBTEX, PAPER, HMem, LSTMBaseline
 from badgerlab.runs import Claim, RunLike
@@ -204,31 +205,16 @@ def accuracy(model: QAModel, data: dict[str, Tensor], *, ablate: bool = False) -
 def _fit(unit, run: RunLike, model: QAModel, lr: float, seed: int, cfg: Config, data: dict, steps):
     """Adam on random mini-batches of the training questions, checkpointing every so often."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    st = unit.restore()
-    if st is None:
-        st = {"step": 0, "generator": torch.Generator().manual_seed(seed), "history": []}
-        st["loss_sum"] = 0.0
-    else:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-    g, every, n = st["generator"], 50, len(data["answer"])
-    for step in range(st["step"], steps):
+    n = len(data["answer"])
+
+    def loss_of(g: torch.Generator) -> Tensor:
         batch = _take(data, torch.randint(n, (cfg.batch_size,), generator=g))
-        loss = F.cross_entropy(model(batch), batch["answer"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        st["loss_sum"] += float(loss.detach())
-        if (step + 1) % every == 0 or step + 1 == steps:
-            mean = st["loss_sum"] / ((step % every) + 1)
-            st["history"].append(mean)
-            st["loss_sum"] = 0.0
-            run.log(unit.index * 10_000_000 + step, unit=unit.key, step_in_unit=step, loss=mean)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            st.update(step=step + 1, model=model.state_dict(), opt=opt.state_dict())
-            unit.checkpoint(st, step=unit.index * 10_000_000 + step)
-    return st["history"]
+        return F.cross_entropy(model(batch), batch["answer"])
+
+    return fit(
+        unit, run, model, opt, steps, loss_of, seed=seed, clip=cfg.clip,
+        checkpoint_every=cfg.checkpoint_every,
+    )  # fmt: skip
 
 
 def _task_data(cfg: Config, task: int, seed: int, cache: dict) -> dict:
