@@ -113,3 +113,13 @@ def test_real_babi_files_are_read_split_and_encoded(tmp_path, monkeypatch):
     assert [s.question for s in again["val"]] == [s.question for s in splits["val"]]
     expected = babi.samples(babi.generate(2, 6, seed=8, questions=2))
     assert [s.answer for s in splits["test"]] == [s.answer for s in expected]
+
+
+def test_length_order_is_a_seeded_permutation_sorted_by_story_length():
+    _, _, enc = _data(task=2, stories=20)
+    order = qa.length_order(enc["mask"], seed=3)
+    lengths = enc["mask"].sum(-1)[order]
+    assert sorted(order.tolist()) == list(range(len(order)))
+    assert torch.all(lengths[1:] >= lengths[:-1])
+    assert torch.equal(order, qa.length_order(enc["mask"], seed=3))
+    assert not torch.equal(order, qa.length_order(enc["mask"], seed=4))  # ties reshuffled

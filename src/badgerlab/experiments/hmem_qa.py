@@ -209,13 +209,18 @@ def accuracy(model: QAModel, data: dict[str, Tensor], *, ablate: bool = False) -
     return hits / n
 
 
+def length_order(mask: Tensor, seed: int) -> Tensor:
+    """Question indices sorted by story length (facts in `mask` (N, T)), ties in a random order
+    fixed by `seed`: a window of it is a batch of questions with (nearly) the same length."""
+    shuffled = torch.randperm(len(mask), generator=torch.Generator().manual_seed(seed))
+    return shuffled[torch.argsort(mask.sum(-1)[shuffled], stable=True)]
+
+
 def _fit(unit, run: RunLike, model: QAModel, lr: float, seed: int, cfg: Config, data: dict, steps):
     """Adam on random mini-batches of the training questions, checkpointing every so often."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n, B = len(data["answer"]), min(cfg.batch_size, len(data["answer"]))
-    # by story length, ties in a fixed random order: a window of it is a length bucket
-    shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    order = shuffled[torch.argsort(data["mask"].sum(-1)[shuffled], stable=True)]
+    order = length_order(data["mask"], seed)
 
     def loss_of(g: torch.Generator) -> Tensor:
         if cfg.bucket:
