@@ -75,4 +75,4 @@ def test_config_rejects_more_capacity_pairs_than_values():
     with pytest.raises(ValueError, match="capacity_values"):
         ha.Config(capacity_keys="two-image", capacity_pairs=(3, 25), capacity_values=20)
     with pytest.raises(ValueError, match="key classes"):
-        ha.Config(capacity_pairs=(3, 12), capacity_values=20)
+        ha.Config(capacity_keys="image", capacity_pairs=(3, 12), capacity_values=20)
