@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -68,3 +73,48 @@ def smoke_record(tmp_path_factory):
         return _SMOKE_RECORDS[name]
 
     return _get
+
+
+NETNS = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c"]
+
+
+def _netns_reason() -> str | None:
+    """None if `unshare --net` works here, else why not."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare or ip not found"
+    probe = subprocess.run([*NETNS, "ip link set lo up"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"unshare --net failed: {probe.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def loopback_ray():
+    """`loopback_ray(script, timeout=…)`: run a Python script inside its own network namespace
+    with only `lo` up (Ray's traffic cannot leave the machine; the PID namespace takes every
+    Ray process down with it) and return the JSON of its last `RESULT {json}` line. Skips
+    (fails in CI) without Ray or without `unshare --net`."""
+
+    def _run(script: Path, *, timeout: int) -> dict:
+        pytest.importorskip("ray")
+        reason = _netns_reason()
+        if reason is not None:
+            skip_or_fail(f"the Ray test needs a loopback-only namespace: {reason}")
+        # A short private directory: Ray's unix socket paths must stay under ~107 characters.
+        tmp = tempfile.mkdtemp(prefix="bray", dir="/tmp")
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=tmp, HOME=tmp)
+        try:
+            proc = subprocess.run(
+                [*NETNS, f"ip link set lo up; {sys.executable} {script}"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout,
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return json.loads(lines[-1][len("RESULT ") :])
+
+    return _run

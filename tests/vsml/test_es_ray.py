@@ -7,51 +7,16 @@ traffic cannot leave the machine; the script prints one `RESULT {json}` line.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-NETNS = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c"]
-
-
-def _netns_reason() -> str | None:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "unshare or ip not found"
-    probe = subprocess.run([*NETNS, "ip link set lo up"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"unshare --net failed: {probe.stderr.strip()}"
-    return None
-
 
 @pytest.mark.slow
-def test_es_over_ray_actors_equals_in_process_es():
-    pytest.importorskip("ray")
-    reason = _netns_reason()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true forbids skipping the Ray test: {reason}")
-        pytest.skip(reason)
-    tmp = tempfile.mkdtemp(prefix="bvr", dir="/tmp")  # Ray's socket paths must stay short
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=tmp, HOME=tmp)
-    try:
-        proc = subprocess.run(
-            [*NETNS, f"ip link set lo up; {sys.executable} {Path(__file__)}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
+def test_es_over_ray_actors_equals_in_process_es(loopback_ray):
+    result = loopback_ray(Path(__file__), timeout=600)
     assert result["ray_node_ip"] == "127.0.0.1"
     # 3 actors on 8 members: shares of 3, 3, 2 rows cut antithetic pairs apart
     assert result["shares"] == [3, 3, 2]
