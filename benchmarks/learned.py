@@ -22,6 +22,7 @@ import time
 import torch
 
 from badgerlab.data import load
+from badgerlab.experiments import _mplp as mplp_exp
 from badgerlab.learned import lopt
 from badgerlab.learned import mplp as M
 
@@ -95,108 +96,33 @@ def _meta_train(theta, budget: float, sample, steps: int, g, **kw) -> int:
     opt = torch.optim.Adam([t.requires_grad_() for t in M.theta_leaves(theta)], lr=1e-2)
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < budget:
-        M.meta_train_step(theta, opt, sample(), steps, generator=g, **kw)
+        M.meta_train_step(theta, opt, sample(g), steps, generator=g, **kw)
         n += 1
     return n
 
 
 def _sine(budget: float, seed: int, hidden=(20, 20)) -> dict:
-    """MPLP vs grid-tuned SGD, 5 inner steps on K = 10 points, nets (1, 20, 20, 1) ReLU."""
+    """MPLP vs grid-tuned SGD, 5 inner steps on K = 10 points, nets (1, 20, 20, 1) ReLU: the
+    test sets and scores of `learned-learners` (`experiments._mplp`), meta-trained for
+    ``budget`` seconds instead of a fixed number of meta-steps."""
     g = torch.Generator().manual_seed(seed)
-    tune = M.sample_sine_tasks(
-        64, k_query=50, generator=torch.Generator().manual_seed(1000 + seed)
-    )
-    test = M.sample_sine_tasks(
-        256, k_query=50, generator=torch.Generator().manual_seed(3000 + seed)
-    )
-
-    def init():
-        return torch.Generator().manual_seed(7)
-
-    lr, _ = M.tune_sgd_lr(tune, 5, hidden=hidden, generator=init())
-    sgd = M.evaluate(
-        M.sgd_theta(lr, dtype=torch.float32),
-        test,
-        5,
-        hidden=hidden,
-        learner="sgd",
-        generator=init(),
-    )
     theta = M.init_theta(len(hidden) + 1, hidden=15, message=4, generator=g)
-    start = M.evaluate(theta, test, 5, hidden=hidden, generator=init())
-    n = _meta_train(
-        theta,
-        budget,
-        lambda: M.sample_sine_tasks(8, generator=g),
-        5,
-        g,
-        hidden=hidden,
-        target="final",
+    start = M.evaluate(
+        theta, mplp_exp._sine_test(seed), 5, hidden=hidden, generator=mplp_exp._nets()
     )
-    mplp = M.evaluate(theta, test, 5, hidden=hidden, generator=init())
-    return {
-        "seed": seed,
-        "meta_steps": n,
-        "sgd_lr": lr,
-        "sgd_mse": sgd,
-        "mplp_start_mse": start,
-        "mplp_mse": mplp,
-        "zero_predictor_mse": float((test.y_query**2).mean()),
-    }
+    n = _meta_train(theta, budget, mplp_exp.sine_sampler, 5, g, hidden=hidden, target="final")
+    scores = mplp_exp.sine_scores(theta, seed, 5, hidden)
+    return {"seed": seed, "meta_steps": n, "mplp_start_mse": start, **scores}
 
 
-def _classify(budget: float, seed: int, steps: int = 10, support: int = 20) -> dict:
-    """Meta-train on digits subsets, test on unseen tabular datasets; nets (D, 16, C) ReLU."""
+def _classify(budget: float, seed: int, steps: int = 10) -> dict:
+    """Meta-train on digits subsets for ``budget`` seconds, test on unseen tabular datasets;
+    nets (D, 16, C) ReLU, the sets and scores of `learned-learners`."""
     g, digits = torch.Generator().manual_seed(seed), load("digits", "train")
-
-    def sample():
-        nc, dim = (
-            int(torch.randint(2, 6, (1,), generator=g)),
-            int(torch.randint(4, 33, (1,), generator=g)),
-        )
-        return M.sample_class_tasks(
-            digits.x,
-            digits.y,
-            8,
-            n_support=support,
-            n_query=support,
-            n_classes=nc,
-            dim=dim,
-            generator=g,
-        )
-
     theta = M.init_theta(2, hidden=15, message=4, generator=g)
+    sample = mplp_exp.digits_sampler(digits.x, digits.y)
     n = _meta_train(theta, budget, sample, steps, g, hidden=(16,), loss="ce")
-    out: dict = {"seed": seed, "meta_steps": n}
-    for k, name in enumerate(("wine", "iris", "breast_cancer")):
-        ds = load(name, "train")
-        tasks = [
-            M.sample_class_tasks(
-                ds.x,
-                ds.y,
-                32,
-                n_support=support,
-                n_query=40,
-                generator=torch.Generator().manual_seed(5000 + 2 * k + j),
-            )
-            for j in range(2)
-        ]
-        kw = {"hidden": (16,), "generator": torch.Generator().manual_seed(7)}
-        lr, _ = M.tune_sgd_lr(
-            tasks[1], steps, grid=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), loss="ce", **kw
-        )
-        kw["generator"] = torch.Generator().manual_seed(7)
-        sgd = M.evaluate_classification(
-            M.sgd_theta(lr, dtype=torch.float32), tasks[0], steps, learner="sgd", **kw
-        )
-        kw["generator"] = torch.Generator().manual_seed(7)
-        out[name] = {
-            "mplp_acc": M.evaluate_classification(theta, tasks[0], steps, **kw),
-            "sgd_acc": sgd,
-            "sgd_lr": lr,
-            "chance": 1 / int(ds.y.max() + 1),
-        }
-    return out
+    return {"seed": seed, "meta_steps": n, **mplp_exp.class_scores(theta, steps)}
 
 
 def main() -> None:

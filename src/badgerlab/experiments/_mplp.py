@@ -72,26 +72,36 @@ def sine_unit(cfg, run, unit, seed: int) -> None:
             st["theta"], _sine_test(seed), cfg.mplp_inner, hidden=hidden, generator=_nets()
         )
     st = _train(
-        cfg, run, unit, st, lambda g: M.sample_sine_tasks(8, generator=g), cfg.mplp_inner,
+        cfg, run, unit, st, sine_sampler, cfg.mplp_inner,
         cfg.mplp_sine_steps, hidden=hidden, target="final",
     )  # fmt: skip
+    unit.finish({
+        **sine_scores(st["theta"], seed, cfg.mplp_inner, hidden),
+        "start_mse": st["start_mse"],
+        "history": st["history"],
+    })  # fmt: skip
+
+
+def sine_scores(theta, seed: int, inner: int, hidden: tuple[int, ...]) -> dict:
+    """MPLP θ on a seed's fresh sinusoid tasks after ``inner`` steps, beside plain SGD (lr
+    picked on other tasks) and predicting zero, all query MSEs on the same initial nets."""
     test = _sine_test(seed)
     tune = M.sample_sine_tasks(
         SINE_TUNE, k_query=QUERY, generator=torch.Generator().manual_seed(1000 + seed)
     )
-    lr, _ = M.tune_sgd_lr(tune, cfg.mplp_inner, hidden=hidden, generator=_nets())
+    lr, _ = M.tune_sgd_lr(tune, inner, hidden=hidden, generator=_nets())
     sgd = M.sgd_theta(lr, dtype=torch.float32)
-    kw = {"hidden": hidden, "generator": _nets()}
-    mplp_mse = M.evaluate(st["theta"], test, cfg.mplp_inner, **kw)
-    kw["generator"] = _nets()
-    unit.finish({
-        "mplp_mse": mplp_mse,
-        "sgd_mse": M.evaluate(sgd, test, cfg.mplp_inner, learner="sgd", **kw),
+    return {
+        "mplp_mse": M.evaluate(theta, test, inner, hidden=hidden, generator=_nets()),
+        "sgd_mse": M.evaluate(sgd, test, inner, hidden=hidden, learner="sgd", generator=_nets()),
         "sgd_lr": lr,
-        "start_mse": st["start_mse"],
         "zero_mse": float((test.y_query**2).mean()),
-        "history": st["history"],
-    })  # fmt: skip
+    }
+
+
+def sine_sampler(g: torch.Generator) -> M.Tasks:
+    """The meta-training batch: 8 fresh sinusoid tasks."""
+    return M.sample_sine_tasks(8, generator=g)
 
 
 def _sine_test(seed: int) -> M.Tasks:
@@ -100,7 +110,9 @@ def _sine_test(seed: int) -> M.Tasks:
     )
 
 
-def _digits_sampler(x, y):
+def digits_sampler(x, y):
+    """Meta-training batches of 8 digits tasks: 2–5 classes, projections to 4–32 features."""
+
     def sample(g: torch.Generator) -> M.Tasks:
         nc = int(torch.randint(2, 6, (1,), generator=g))
         dim = int(torch.randint(4, 33, (1,), generator=g))
@@ -117,12 +129,20 @@ def class_unit(cfg, run, unit, seed: int) -> None:
     digits = load("digits", "train", download=run.download)
     st = unit.restore() or _fresh(2, seed, cfg.mplp_meta_lr)
     st = _train(
-        cfg, run, unit, st, _digits_sampler(digits.x, digits.y), cfg.mplp_inner,
+        cfg, run, unit, st, digits_sampler(digits.x, digits.y), cfg.mplp_inner,
         cfg.mplp_class_steps, hidden=(16,), loss="ce",
     )  # fmt: skip
-    out: dict = {"history": st["history"]}
+    unit.finish(
+        {"history": st["history"], **class_scores(st["theta"], cfg.mplp_inner, run.download)}
+    )
+
+
+def class_scores(theta, inner: int, download: bool = False) -> dict:
+    """MPLP θ on every unseen dataset (nets (D, 16, C), ``inner`` steps) beside plain SGD with
+    its lr picked on other tasks of that dataset: query accuracies and chance, per dataset."""
+    out = {}
     for k, name in enumerate(CLASS_DATASETS):
-        ds = load(name, "train", download=run.download)
+        ds = load(name, "train", download=download)
         test, tune = (
             M.sample_class_tasks(
                 ds.x, ds.y, CLASS_TEST, n_support=CLASS_SUPPORT, n_query=CLASS_QUERY,
@@ -131,18 +151,14 @@ def class_unit(cfg, run, unit, seed: int) -> None:
             for j in range(2)
         )  # fmt: skip
         kw = {"hidden": (16,)}
-        lr, _ = M.tune_sgd_lr(
-            tune, cfg.mplp_inner, grid=CLASS_GRID, loss="ce", generator=_nets(), **kw
-        )
+        lr, _ = M.tune_sgd_lr(tune, inner, grid=CLASS_GRID, loss="ce", generator=_nets(), **kw)
         sgd = M.sgd_theta(lr, dtype=torch.float32)
         out[name] = {
-            "mplp_acc": M.evaluate_classification(
-                st["theta"], test, cfg.mplp_inner, generator=_nets(), **kw
-            ),
+            "mplp_acc": M.evaluate_classification(theta, test, inner, generator=_nets(), **kw),
             "sgd_acc": M.evaluate_classification(
-                sgd, test, cfg.mplp_inner, learner="sgd", generator=_nets(), **kw
+                sgd, test, inner, learner="sgd", generator=_nets(), **kw
             ),
             "sgd_lr": lr,
             "chance": 1 / int(ds.y.max() + 1),
         }
-    unit.finish(out)
+    return out
