@@ -7,27 +7,15 @@ Prints one JSON object. Run: `.venv/bin/python benchmarks/deq.py` (one torch thr
 from __future__ import annotations
 
 import json
-import statistics
-import time
 
 import torch
 
+from _timing import median_seconds
 from badgerlab.data import load
 from badgerlab.deq import DEQ, ContractiveLayer, get_solver, saved_bytes
 
 TOL = 1e-4
 M = 5  # Anderson memory, the same for both implementations
-REPEATS = 15
-
-
-def _time(fn, repeats: int = REPEATS) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _solvers(layer: ContractiveLayer, x: torch.Tensor) -> dict:
@@ -45,7 +33,7 @@ def _solvers(layer: ContractiveLayer, x: torch.Tensor) -> dict:
     }
     out: dict = {"time_ms": {}, "steps": {}, "max_residual": {}}
     for name, fn in ours.items():
-        out["time_ms"][name] = 1e3 * _time(fn)
+        out["time_ms"][name] = 1e3 * median_seconds(fn)
         z, st = fn()
         out["steps"][name] = int(st.steps.max())
         out["max_residual"][name] = float(st.lowest.max())
@@ -54,7 +42,7 @@ def _solvers(layer: ContractiveLayer, x: torch.Tensor) -> dict:
     def theirs():
         return ref(f, z0, max_iter=500, tol=TOL, stop_mode="rel", m=M)
 
-    out["time_ms"]["torchdeq_anderson"] = 1e3 * _time(theirs)
+    out["time_ms"]["torchdeq_anderson"] = 1e3 * median_seconds(theirs)
     z, _, info = theirs()
     out["steps"]["torchdeq_anderson"] = int(info["nstep"].max())
     fz = f(z)

@@ -16,27 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
+from _timing import REPEATS, median_seconds
 from badgerlab.data import load
 from badgerlab.experiments import _mplp as mplp_exp
 from badgerlab.learned import lopt
 from badgerlab.learned import mplp as M
-
-REPEATS = 15
-
-
-def _time(fn, repeats: int = REPEATS) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _mplp(sizes: tuple[int, ...], batch: int, learners: tuple[str, ...], repeats: int) -> dict:
@@ -62,7 +50,7 @@ def _mplp(sizes: tuple[int, ...], batch: int, learners: tuple[str, ...], repeats
                     theta, net, state, x, y, learner=learner, activation="relu", loss="mse"
                 )
 
-        out[f"{name}_steps_per_s"] = 1.0 / _time(step, repeats)
+        out[f"{name}_steps_per_s"] = 1.0 / median_seconds(step, repeats)
     if "gru_loop" in learners:
         out["batched_over_loop"] = out["gru_steps_per_s"] / out["gru_loop_steps_per_s"]
     out["sgd_over_batched"] = out["sgd_steps_per_s"] / out["gru_steps_per_s"]
@@ -86,8 +74,8 @@ def _lopt_vs_adam(sizes: tuple[int, ...] = (64, 128, 10)) -> dict:
         p.grad = gr.clone()
     adam = torch.optim.Adam(leaves, lr=1e-3)
     out = {"sizes": list(sizes), "n_params": sum(p.numel() for p in params)}
-    out["lopt_step_ms"] = 1e3 * _time(learned)
-    out["adam_step_ms"] = 1e3 * _time(adam.step)
+    out["lopt_step_ms"] = 1e3 * median_seconds(learned)
+    out["adam_step_ms"] = 1e3 * median_seconds(adam.step)
     out["lopt_over_adam"] = out["lopt_step_ms"] / out["adam_step_ms"]
     return out
 
