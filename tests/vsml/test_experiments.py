@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -142,6 +144,14 @@ def test_es_meta_training_killed_and_resumed_equals_uninterrupted(tmp_path, monk
     assert {"vsml-es-in", "vsml-es-every-seed"} <= ids
     labels = {m["learner"] for m in full.metrics if "learner" in m}
     assert labels == {"vsml", "metarnn", "vsml~cmaes"}
+    # The Meta-RNN keeps its tuned BPTT outer loop under outer=es (metarnn_outer="bptt").
+    cfg = fs.EXPERIMENT.config("smoke", over)
+    rnn = [m for m in full.metrics if m.get("learner") == "metarnn"]
+    assert len(rnn) == cfg.metarnn_steps
+    assert all(math.isfinite(m["grad_norm"]) for m in rnn)  # ES steps log a NaN norm
+    assert fs._unit_outer(cfg, "", "metarnn") == fs.Outer("bptt")
+    run_cfg = fs.EXPERIMENT.config("smoke", {**over, "metarnn_outer": "run"})
+    assert fs._unit_outer(run_cfg, "", "metarnn") == fs.Outer("es", "openai-es")
     calls = {"n": 0}
     real = fs.es_step
 
