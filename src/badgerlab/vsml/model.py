@@ -22,13 +22,18 @@ and a batch axis N (independent sequences); all A·B cells of a layer run as bat
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
+import logging
 import math
 import os
 import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
@@ -452,171 +457,303 @@ def _grid_ticks_inplace(
     return h_out, c_out
 
 
-# --- An optional fused C++ kernel for the no-autograd path (opt-in, compiled on first use). ---
+# --- The fused C++ kernel for the no-autograd float32 path (default where it builds). ---
 
 _FUSED_SRC = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <cmath>
-#include <vector>
+// One VSML layer's micro ticks, every cell fused (float32, one thread, no torch headers:
+// called through ctypes). Per cell z = xf[a] + xb[b] + h W_h (4H gates i, f, o, g with the
+// g columns doubled), c' = sigma(z_f) c + sigma(z_i) (2 sigma(z_g) - 1), h' = sigma(z_o)
+// (2 sigma(2 c') - 1). C cells at a time share each row of W_h loaded once; their h and c
+// stay in registers across the micro ticks; the row and column means of the new h (for the
+// messages) are accumulated on the way. Vectors are the CPU's native width (VL floats).
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
-// One layer's micro ticks, every cell fused: z = xf[a] + xb[b] + h W_h (4H gates, the g
-// columns doubled), i, f, o = sigmoid, tanh(g) = 2 sigmoid(2g) - 1, c' = f c + i tanh(g),
-// h' = o tanh(c'); the cell's state stays in registers across the micro ticks, and the
-// means of h over rows and columns (for the messages) are accumulated on the way.
-template <typename T, int HC>
-static void grid_kernel(const T* xf, const T* xb, const T* w, const T* h, const T* c, T* ho,
-                        T* co, T* mean_a, T* mean_b, int64_t P, int64_t N, int64_t A,
-                        int64_t B, int64_t Hr, int64_t ticks) {
-  const int64_t H = HC > 0 ? HC : Hr;
-  const int64_t G = 4 * H;
-  at::parallel_for(0, P * N, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<T> zbuf(G), hbuf(H), cbuf(H);
-    T* z = zbuf.data();
-    T* hv = hbuf.data();
-    T* cv = cbuf.data();
-    const T inv_a = T(1) / T(A), inv_b = T(1) / T(B);
-    for (int64_t pn = lo; pn < hi; ++pn) {
-      const int64_t p = pn / N;
-      const T* wp = w + p * H * G;
-      T* ma = mean_a + pn * B * H;
-      T* mb = mean_b + pn * A * H;
-      for (int64_t j = 0; j < B * H; ++j) ma[j] = T(0);
-      for (int64_t a = 0; a < A; ++a) {
-        const T* xr = xf + (pn * A + a) * G;
-        T* mbr = mb + a * H;
-        for (int64_t k = 0; k < H; ++k) mbr[k] = T(0);
-        for (int64_t b = 0; b < B; ++b) {
-          const T* xbr = xb + (pn * B + b) * G;
-          const int64_t cell = (pn * A + a) * B + b;
-          for (int64_t k = 0; k < H; ++k) { hv[k] = h[cell * H + k]; cv[k] = c[cell * H + k]; }
-          for (int64_t t = 0; t < ticks; ++t) {
-#pragma omp simd
-            for (int64_t j = 0; j < G; ++j) z[j] = xr[j] + xbr[j];
-            for (int64_t k = 0; k < H; ++k) {
-              const T hk = hv[k];
-              const T* wr = wp + k * G;
-#pragma omp simd
-              for (int64_t j = 0; j < G; ++j) z[j] += hk * wr[j];
-            }
-#pragma omp simd
-            for (int64_t k = 0; k < H; ++k) {
-              const T i = T(1) / (T(1) + std::exp(-z[k]));
-              const T f = T(1) / (T(1) + std::exp(-z[H + k]));
-              const T o = T(1) / (T(1) + std::exp(-z[2 * H + k]));
-              const T g = T(2) / (T(1) + std::exp(-z[3 * H + k])) - T(1);
-              const T cn = f * cv[k] + i * g;
-              cv[k] = cn;
-              hv[k] = o * std::tanh(cn);
-            }
-          }
-          T* mar = ma + b * H;
-#pragma omp simd
-          for (int64_t k = 0; k < H; ++k) {
-            ho[cell * H + k] = hv[k];
-            co[cell * H + k] = cv[k];
-            mar[k] += hv[k] * inv_a;
-            mbr[k] += hv[k] * inv_b;
-          }
-        }
+#if defined(__AVX512F__)
+#define VL 16
+#define GROUP 4
+#elif defined(__AVX2__)
+#define VL 8
+#define GROUP 2
+#else
+#define VL 4
+#define GROUP 2
+#endif
+#define UNROLL _Pragma("GCC unroll 64")
+#define INLINE static inline __attribute__((always_inline))
+
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef int32_t vi __attribute__((vector_size(4 * VL)));
+typedef float vfu __attribute__((vector_size(4 * VL), aligned(4)));
+
+INLINE vf ld(const float* p) { return *(const vfu*)p; }
+INLINE void st(float* p, vf v) { *(vfu*)p = v; }
+INLINE vf splat(float x) { return x - (vf){}; }
+
+#if defined(__AVX512F__)
+INLINE vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+INLINE vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
+INLINE vf vscale(vf p, vf n) { return (vf)_mm512_scalef_ps((__m512)p, (__m512)n); }
+INLINE vf vrcp(vf d) {  // 1/d: a 14-bit estimate and one Newton step
+  vf r = (vf)_mm512_rcp14_ps((__m512)d);
+  return r + r * (splat(1.f) - d * r);
+}
+#define EXP_LO -1e30f
+#else
+#if defined(__AVX2__)
+INLINE vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+INLINE vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+#else
+INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
+INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+#endif
+INLINE vf vscale(vf p, vf n) { return (vf)((vi)p + (__builtin_convertvector(n, vi) << 23)); }
+INLINE vf vrcp(vf d) { return splat(1.f) / d; }
+#define EXP_LO -87.f
+#endif
+
+// e^x for x <= 88 (clamped; and >= -87 without AVX-512's scalef): x = n ln2 + r with
+// |r| <= ln2 / 2, e^r by Cephes' expf polynomial, then times 2^n; about 1 ulp.
+INLINE vf vexp(vf x) {
+  x = vmax(vmin(x, splat(88.f)), splat(EXP_LO));
+  const vf magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
+  vf n = (x * splat(1.44269504088896341f) + magic) - magic;
+  vf r = x - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r + splat(1.f);
+  p = p * r + splat(1.f);
+  return vscale(p, n);
+}
+
+INLINE vf vsig(vf x) { return vrcp(splat(1.f) + vexp(-x)); }
+
+// C consecutive cells (from cell j0 of one member and entry); NV = H / VL vectors per state.
+template <int NV, int C>
+INLINE void cells(const float* xf, const float* xb, const float* w, const float* h,
+                  const float* c, float* ho, float* co, float* ma, float* mb, int64_t j0,
+                  int64_t B, int64_t ticks, float inv_a, float inv_b) {
+  constexpr int H = VL * NV, G = 4 * H, V = 4 * NV;
+  alignas(64) float hv[C * H];
+  vf cs[C][NV];
+  const float* xr[C];
+  const float* xbr[C];
+  int64_t as[C], bs[C];
+  UNROLL for (int q = 0; q < C; ++q) {
+    as[q] = (j0 + q) / B;
+    bs[q] = (j0 + q) % B;
+    xr[q] = xf + as[q] * G;
+    xbr[q] = xb + bs[q] * G;
+    UNROLL for (int v = 0; v < NV; ++v) {
+      cs[q][v] = ld(c + q * H + VL * v);
+      st(hv + q * H + VL * v, ld(h + q * H + VL * v));
+    }
+  }
+  for (int64_t t = 0; t < ticks; ++t) {
+    vf z[C][V];
+    UNROLL for (int q = 0; q < C; ++q)
+      UNROLL for (int v = 0; v < V; ++v) z[q][v] = ld(xr[q] + VL * v) + ld(xbr[q] + VL * v);
+    UNROLL for (int k = 0; k < H; ++k) {
+      vf wk[V];
+      UNROLL for (int v = 0; v < V; ++v) wk[v] = ld(w + k * G + VL * v);
+      UNROLL for (int q = 0; q < C; ++q) {
+        vf hk = splat(hv[q * H + k]);
+        UNROLL for (int v = 0; v < V; ++v) z[q][v] += hk * wk[v];
       }
     }
-  });
+    UNROLL for (int q = 0; q < C; ++q)
+      UNROLL for (int v = 0; v < NV; ++v) {
+        vf i = vsig(z[q][v]), f = vsig(z[q][NV + v]), o = vsig(z[q][2 * NV + v]);
+        vf g = splat(2.f) * vsig(z[q][3 * NV + v]) - splat(1.f);
+        vf cn = f * cs[q][v] + i * g;
+        cs[q][v] = cn;
+        st(hv + q * H + VL * v, o * (splat(2.f) * vsig(cn + cn) - splat(1.f)));
+      }
+  }
+  UNROLL for (int q = 0; q < C; ++q)
+    UNROLL for (int v = 0; v < NV; ++v) {
+      vf hq = ld(hv + q * H + VL * v);
+      st(co + q * H + VL * v, cs[q][v]);
+      st(ho + q * H + VL * v, hq);
+      float* mar = ma + bs[q] * H + VL * v;
+      float* mbr = mb + as[q] * H + VL * v;
+      st(mar, ld(mar) + hq * splat(inv_a));
+      st(mbr, ld(mbr) + hq * splat(inv_b));
+    }
 }
 
-std::vector<at::Tensor> grid_ticks(at::Tensor xf, at::Tensor xb, at::Tensor w, at::Tensor h,
-                                   at::Tensor c, at::Tensor ho, at::Tensor co, int64_t ticks) {
-  const int64_t P = h.size(0), N = h.size(1), A = h.size(2), B = h.size(3), H = h.size(4);
-  auto mean_a = at::empty({P, N, B, H}, h.options());
-  auto mean_b = at::empty({P, N, A, H}, h.options());
-  xf = xf.contiguous(); xb = xb.contiguous(); w = w.contiguous();
-  h = h.contiguous(); c = c.contiguous();
-  TORCH_CHECK(ho.is_contiguous() && co.is_contiguous(), "outputs must be contiguous");
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "vsml_grid_ticks", [&] {
-    auto run = [&](auto kernel) {
-      kernel(xf.data_ptr<scalar_t>(), xb.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-             h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), ho.data_ptr<scalar_t>(),
-             co.data_ptr<scalar_t>(), mean_a.data_ptr<scalar_t>(), mean_b.data_ptr<scalar_t>(),
-             P, N, A, B, H, ticks);
-    };
-    if (H == 16) run(grid_kernel<scalar_t, 16>); else run(grid_kernel<scalar_t, 0>);
-  });
-  return {ho, co, mean_a, mean_b};
+template <int NV>
+static void grid(const float* xf, const float* xb, const float* w, const float* h,
+                 const float* c, float* ho, float* co, float* mean_a, float* mean_b, int64_t P,
+                 int64_t N, int64_t A, int64_t B, int64_t ticks) {
+  constexpr int H = VL * NV, G = 4 * H, C = GROUP;
+  const float inv_a = 1.f / A, inv_b = 1.f / B;
+  for (int64_t pn = 0; pn < P * N; ++pn) {
+    const float* wp = w + (pn / N) * H * G;
+    const float* xfp = xf + pn * A * G;
+    const float* xbp = xb + pn * B * G;
+    float* ma = mean_a + pn * B * H;
+    float* mb = mean_b + pn * A * H;
+    memset(ma, 0, sizeof(float) * B * H);
+    memset(mb, 0, sizeof(float) * A * H);
+    const int64_t n = A * B, off = pn * A * B * H;
+    int64_t j = 0;
+    for (; j + C <= n; j += C)
+      cells<NV, C>(xfp, xbp, wp, h + off + j * H, c + off + j * H, ho + off + j * H,
+                   co + off + j * H, ma, mb, j, B, ticks, inv_a, inv_b);
+    for (; j < n; ++j)
+      cells<NV, 1>(xfp, xbp, wp, h + off + j * H, c + off + j * H, ho + off + j * H,
+                   co + off + j * H, ma, mb, j, B, ticks, inv_a, inv_b);
+  }
+}
+
+// xf (P, N, A, 4H), xb (P, N, B, 4H), w (P, H, 4H), h, c, ho, co (P, N, A, B, H), mean_a
+// (P, N, B, H), mean_b (P, N, A, H), all contiguous; returns 1 (nothing done) for H not
+// 16 or 32.
+extern "C" int vsml_fused_vector_width() { return VL; }
+
+extern "C" int vsml_grid_ticks_f32(const float* xf, const float* xb, const float* w,
+                                   const float* h, const float* c, float* ho, float* co,
+                                   float* mean_a, float* mean_b, int64_t P, int64_t N,
+                                   int64_t A, int64_t B, int64_t H, int64_t ticks) {
+  if (H == 16) grid<16 / VL>(xf, xb, w, h, c, ho, co, mean_a, mean_b, P, N, A, B, ticks);
+  else if (H == 32) grid<32 / VL>(xf, xb, w, h, c, ho, co, mean_a, mean_b, P, N, A, B, ticks);
+  else return 1;
+  return 0;
 }
 """
-_FUSED_FLAGS = [
-    "-O3",
-    "-march=native",
-    "-mprefer-vector-width=512",
-    "-ffast-math",
-    "-fopenmp-simd",
-]
-_fused_state: dict = {"enabled": os.environ.get("BADGERLAB_VSML_FUSED", "") == "1"}
+_FUSED_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi"]
+_FUSED_H = (16, 32)
+_logger = logging.getLogger("badgerlab.vsml")
+
+
+def _fused_wanted() -> bool:
+    # The default: on, unless the environment says BADGERLAB_VSML_FUSED=0.
+    return os.environ.get("BADGERLAB_VSML_FUSED", "").strip() != "0"
+
+
+_fused_state: dict = {"enabled": _fused_wanted()}
 
 
 def use_fused(enabled: bool = True) -> float | None:
-    """Run no-autograd layer steps through a fused C++ kernel (one pass per cell over all
-    micro ticks, the state held in registers, glibc's vector expf/tanhf) instead of torch ops.
+    """Whether no-autograd float32 layer steps on CPU run through the fused C++ kernel (one
+    pass per block of cells over all micro ticks, the state held in registers, vectorised
+    exp) instead of torch ops. On by default; `use_fused(False)` or the environment variable
+    `BADGERLAB_VSML_FUSED=0` turn it off.
 
-    Opt-in (also by the environment variable `BADGERLAB_VSML_FUSED=1`): the kernel is built
-    with `torch.utils.cpp_extension` for this machine's CPU on first use (about 1.5 min; then
-    cached), which needs a C++ compiler and ninja. Returns the seconds the build (or cache
-    load) took, or None when disabled; raises RuntimeError when the build fails. It computes
-    the numbers of `reference_cell` up to float rounding (tested to 1e-6 in float32)."""
+    The kernel is a plain C++ file (no torch headers, called through ctypes), compiled for
+    this machine's CPU on first use with the system's C++ compiler (`$CXX`, c++, g++ or
+    clang++; about 1 s) and cached under `$BADGERLAB_CACHE/kernels` (default
+    `~/.cache/badgerlab`). Where it cannot be built, or the CPU lacks AVX2, the torch ops run
+    instead and the reason is logged (logger `badgerlab.vsml`), nothing raised. Returns the
+    seconds the build or cache load took (None when disabled or unavailable). It computes the
+    numbers of `reference_cell` up to float rounding (tested to 1e-6)."""
     _fused_state["enabled"] = bool(enabled)
     if not enabled:
         return None
     t0 = time.perf_counter()
-    _fused_module()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0 if _fused_library() is not None else None
 
 
-def _fused_name() -> str:
+def _fused_path() -> str:
     # The build is for this CPU (-march=native): its name hashes the CPU's flags as well.
     try:
         with open("/proc/cpuinfo") as f:
             cpu = f.read().split("flags", 2)[1][:2000]
     except (OSError, IndexError):
         cpu = platform.processor()
-    key = hashlib.sha1((_FUSED_SRC + str(_FUSED_FLAGS) + torch.__version__ + cpu).encode())
-    return f"badgerlab_vsml_fused_{key.hexdigest()[:12]}"
+    key = hashlib.sha1((_FUSED_SRC + str(_FUSED_FLAGS) + cpu + platform.machine()).encode())
+    root = os.environ.get("BADGERLAB_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "badgerlab"
+    )
+    return os.path.join(root, "kernels", f"vsml_fused_{key.hexdigest()[:16]}.so")
 
 
 def fused_is_built() -> bool:
-    """Whether the fused kernel's build for this machine is already cached (loading it is
-    then fast)."""
-    from torch.utils.cpp_extension import _get_build_directory
-
-    name = _fused_name()
-    return os.path.exists(os.path.join(_get_build_directory(name, False), f"{name}.so"))
+    """Whether the fused kernel's build for this machine is already cached."""
+    return os.path.exists(_fused_path())
 
 
-def _fused_module():
-    if "module" not in _fused_state:
-        from torch.utils.cpp_extension import load_inline
-
-        _fused_state["module"] = load_inline(
-            _fused_name(),
-            cpp_sources=[_FUSED_SRC],
-            functions=["grid_ticks"],
-            extra_cflags=_FUSED_FLAGS,
-            extra_ldflags=["-lmvec"],
+def _fused_compile(path: str) -> float:
+    # Compiled into a private temporary folder, then renamed into place (atomic, so that
+    # processes building at once never load a half-written file). Returns the seconds.
+    cxx = os.environ.get("CXX") or next(
+        (w for w in map(shutil.which, ("c++", "g++", "clang++")) if w), None
+    )
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found ($CXX, c++, g++ or clang++)")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+        src, lib = os.path.join(tmp, "vsml_fused.cpp"), os.path.join(tmp, "vsml_fused.so")
+        with open(src, "w") as f:
+            f.write(_FUSED_SRC)
+        run = subprocess.run(
+            [*shlex.split(cxx), *_FUSED_FLAGS, src, "-o", lib],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
-    return _fused_state["module"]
+        if run.returncode:
+            raise RuntimeError(f"{cxx} failed: {run.stderr.strip()[-2000:]}")
+        os.replace(lib, path)
+    return time.perf_counter() - t0
+
+
+def _fused_library():
+    """The loaded kernel (built first when not cached), or None where it is disabled or
+    unavailable (the reason logged once and kept in `_fused_state["error"]`)."""
+    st = _fused_state
+    if not st["enabled"] or "error" in st:
+        return None
+    if "lib" not in st:
+        try:
+            path = _fused_path()
+            t0 = time.perf_counter()
+            if not os.path.exists(path):
+                st["build_s"] = _fused_compile(path)
+                _logger.info("built the fused VSML kernel in %.1f s: %s", st["build_s"], path)
+            lib = ctypes.CDLL(path)
+            if lib.vsml_fused_vector_width() < 8:
+                raise RuntimeError("the CPU has no AVX2 (torch's own kernels are faster)")
+            fn = lib.vsml_grid_ticks_f32
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6
+            st["load_s"] = time.perf_counter() - t0
+            st["lib"] = fn
+        except Exception as e:  # noqa: BLE001 - an optional accelerator: log why, go on
+            st["error"] = f"{type(e).__name__}: {e}"
+            _logger.info("fused VSML kernel unavailable, using torch ops (%s)", st["error"])
+            return None
+    return st["lib"]
 
 
 def _fused_applies(h: Tensor) -> bool:
-    if not (_fused_state["enabled"] and h.device.type == "cpu"):
+    if not _fused_state["enabled"] or h.device.type != "cpu" or h.dtype != torch.float32:
         return False
-    if h.dtype not in (torch.float32, torch.float64):
-        return False
-    try:
-        _fused_module()
-    except Exception as e:  # noqa: BLE001 - an optional accelerator: say why, then go on
-        warnings.warn(f"VSML fused kernel unavailable ({e}); using torch ops", stacklevel=3)
-        _fused_state["enabled"] = False
-        return False
-    return True
+    return h.shape[-1] in _FUSED_H and _fused_library() is not None
+
+
+def _fused_grid(xf, xb, w_h, h, c, out, ticks: int):
+    # xf (P, N, A, 4H), xb (P, N, B, 4H), w_h (P, H, 4H), h, c (P, N, A, B, H) -> the new h,
+    # c and the means of the new h over rows (P, N, B, H) and columns (P, N, A, H).
+    P, N, A, B, H = h.shape
+    if out is None or not (out[0].is_contiguous() and out[1].is_contiguous()):
+        out = (torch.empty(h.shape, dtype=h.dtype), torch.empty(h.shape, dtype=h.dtype))
+    mean_a, mean_b = h.new_empty(P, N, B, H), h.new_empty(P, N, A, H)
+    ins = [t.contiguous() for t in (xf, xb, w_h, h, c)]
+    ptrs = [t.data_ptr() for t in (*ins, *out, mean_a, mean_b)]
+    if _fused_state["lib"](*ptrs, P, N, A, B, H, ticks):
+        raise RuntimeError(f"the fused VSML kernel does not support state_size={H}")
+    return out[0], out[1], mean_a, mean_b
 
 
 def layer_step(
@@ -630,10 +767,10 @@ def layer_step(
 
     `p` carries a population axis (see `_with_population`). Returns the new forward messages
     `(P, N, B, M)`, backward messages `(P, N, A, M)`, and the new `h`, `c` `(P, N, A, B, H)`.
-    Without autograd (e.g. under `torch.no_grad()`) the cells run in place in cache-sized
-    blocks, writing the new h and c into `out` = (h, c) buffers when given (they must not
-    alias the state); with autograd, out of place (`out` unused); both compute the numbers
-    of `reference_cell`.
+    Without autograd (e.g. under `torch.no_grad()`) the cells run through the fused C++
+    kernel (float32 on CPU, see `use_fused`) or else in place in cache-sized blocks, writing
+    the new h and c into `out` = (h, c) buffers when given (they must not alias the state);
+    with autograd, out of place (`out` unused); all compute the numbers of `reference_cell`.
     """
     h, c, fwd_in, bwd_in = state
     P, N, A, B, H = h.shape
@@ -655,11 +792,8 @@ def layer_step(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (xf, xb, w_h, h, c)):
         h, c = _grid_ticks_autograd(xf, xb, w_h, h, c, cfg)
     elif _fused_applies(h):
-        h_out, c_out = out if out is not None else (torch.empty_like(h), torch.empty_like(c))
         xf, xb = xf.reshape(P, N, A, 4 * H), xb.reshape(P, N, B, 4 * H)
-        h, c, mean_a, mean_b = _fused_module().grid_ticks(
-            xf, xb, w_h, h, c, h_out, c_out, cfg.micro_ticks
-        )
+        h, c, mean_a, mean_b = _fused_grid(xf, xb, w_h, h, c, out, cfg.micro_ticks)
     else:
         h, c = _grid_ticks_inplace(xf, xb, w_h, h, c, cfg, out)
     if mean_a is None and not cfg.layer_norm:
