@@ -13,11 +13,14 @@ from badgerlab.hebbian.envs import (
     EpisodeVectorEnv,
     NegativeRewardStop,
     ant_xml,
+    cheetah_xml,
     make_ant,
+    make_cheetah,
     make_env,
 )
 from badgerlab.hebbian.policy import HebbianPolicy, PolicySpec
 from badgerlab.hebbian.rollout import l2_penalty, rollout
+from badgerlab.hebbian.tasks import get_task
 
 
 class Countdown(gym.Env):
@@ -168,6 +171,52 @@ def test_ant_bodies_change_the_lower_leg_length():
     assert normal.nq == damaged.nq and normal.nu == damaged.nu == 8
     with pytest.raises(ValueError, match="leg 'tail'"):
         ant_xml({"tail": 0.5})
+
+
+def test_cheetah_bodies_scale_one_segment_and_keep_the_limb_connected():
+    import mujoco
+
+    normal = make_cheetah().unwrapped.model
+    short = make_cheetah({"bthigh": 0.5}).unwrapped.model
+
+    def geom(model, name):
+        gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+        return model.geom_size[gid][1], model.geom_pos[gid]
+
+    def body_pos(model, name):
+        return model.body_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)]
+
+    (half0, pos0), (half1, pos1) = geom(normal, "bthigh"), geom(short, "bthigh")
+    assert half1 == pytest.approx(half0 / 2) and np.allclose(pos1, pos0 / 2)
+    assert np.allclose(body_pos(short, "bshin"), body_pos(normal, "bshin") / 2)
+    for other in ("bshin", "bfoot", "fthigh", "fshin", "ffoot"):
+        assert geom(short, other)[0] == pytest.approx(geom(normal, other)[0])
+    assert np.allclose(body_pos(short, "fshin"), body_pos(normal, "fshin"))
+    # settotalmass: the shortened body is rescaled to the standard body's 14 kg
+    assert short.body_mass.sum() == pytest.approx(normal.body_mass.sum()) == pytest.approx(14)
+    with pytest.raises(ValueError, match="limb 'tail'"):
+        cheetah_xml({"tail": 0.5})
+    with pytest.raises(ValueError, match="length factor of 'fshin'"):
+        cheetah_xml({"fshin": 0.0})
+
+
+def test_cheetah_distance_task_returns_metres_run():
+    """Return × dt of HalfCheetah-v5/distance is exactly the root's x displacement."""
+    task = get_task("HalfCheetah-v5/distance")
+    env = task.make(max_steps=40, legs={"fthigh": 0.5})
+    env.reset(seed=3)
+    x0 = float(env.unwrapped.data.qpos[0])
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for _ in range(40):
+        _, r, term, trunc, _ = env.step(rng.uniform(-1, 1, 6).astype(np.float32))
+        total += r
+    assert trunc and not term
+    metres = float(env.unwrapped.data.qpos[0]) - x0
+    assert total * task.return_scale == pytest.approx(metres, rel=1e-9, abs=1e-12)
+    assert abs(metres) > 1e-3  # random torques move it
+    with pytest.raises(ValueError, match="not LunarLanderContinuous-v3"):
+        get_task("LunarLanderContinuous-v3").make(legs={"bthigh": 0.5})
 
 
 def test_vector_env_rejects_mismatched_actions_and_seeds():

@@ -47,11 +47,13 @@ def train_policies(
     bodies: Sequence[Mapping[str, float] | None] = (None,),
     description: str,
     es_options: Mapping[str, Any] | None = None,
+    policy_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evolve each policy for each of the config's seeds; `{"<policy>@<seed>": result}`.
 
     The OpenAI-ES learning rate is the config's `lr`, else the reference's scaled to the
-    population (`scaled_lr`); `es_options` adds to it (e.g. the initial σ).
+    population (`scaled_lr`); `es_options` adds to it (e.g. the initial σ), and
+    `policy_options[name]` to that for one policy (e.g. its own tuned lr).
     """
     options: dict[str, Any] = dict(es_options or {})
     if cfg.es.startswith("openai-es"):
@@ -68,6 +70,7 @@ def train_policies(
         l2=cfg.l2,
         es=cfg.es,
         es_options=options,
+        policy_options=policy_options,
         actors=cfg.actors,
         address=cfg.ray_address,
         description=description,

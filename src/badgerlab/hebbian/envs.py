@@ -18,10 +18,13 @@ from gymnasium.vector.utils import batch_space
 __all__ = [
     "ANT_LEGS",
     "BurnIn",
+    "CHEETAH_LIMBS",
     "EpisodeVectorEnv",
     "NegativeRewardStop",
     "ant_xml",
+    "cheetah_xml",
     "make_ant",
+    "make_cheetah",
     "make_env",
 ]
 
@@ -32,6 +35,9 @@ ANT_LEGS = {
     "back_left": "third_ankle_geom",
     "back_right": "fourth_ankle_geom",
 }
+
+# HalfCheetah's limb segments (bodies of gymnasium's half_cheetah.xml, one capsule each).
+CHEETAH_LIMBS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
 
 
 class EpisodeVectorEnv(gym.vector.VectorEnv):
@@ -205,12 +211,6 @@ def make_env(
     return env
 
 
-def _ant_source() -> Path:
-    import gymnasium.envs.mujoco as mj
-
-    return Path(mj.__file__).parent / "assets" / "ant.xml"
-
-
 def ant_xml(legs: Mapping[str, float] | None = None) -> str:
     """Gymnasium's ant.xml with the lower leg of some legs scaled in length.
 
@@ -221,12 +221,11 @@ def ant_xml(legs: Mapping[str, float] | None = None) -> str:
     >>> 'fromto="0.0 0.0 0.0 0.2 0.2 0.0" name="left_ankle_geom"' in xml
     True
     """
-    tree = ET.parse(_ant_source())
+    tree = ET.parse(_asset("ant.xml"))
     for leg, factor in (legs or {}).items():
         if leg not in ANT_LEGS:
             raise ValueError(f"leg {leg!r} is unknown; expected one of {sorted(ANT_LEGS)}")
-        if not 0 < factor <= 5:
-            raise ValueError(f"length factor of leg {leg!r} must be in (0, 5], got {factor}")
+        _check_factor(leg, factor)
         geom = tree.getroot().find(f".//geom[@name='{ANT_LEGS[leg]}']")
         assert geom is not None, "gymnasium's ant.xml changed"
         x0, y0, z0, x1, y1, z1 = (float(v) for v in geom.get("fromto", "").split())
@@ -239,6 +238,68 @@ def _fmt(v: float) -> str:
     return repr(round(v, 6))
 
 
+def _asset(name: str) -> Path:
+    import gymnasium.envs.mujoco as mj
+
+    return Path(mj.__file__).parent / "assets" / name
+
+
+def _check_factor(part: str, factor: float) -> None:
+    if not 0 < factor <= 5:
+        raise ValueError(f"length factor of {part!r} must be in (0, 5], got {factor}")
+
+
+def cheetah_xml(limbs: Mapping[str, float] | None = None) -> str:
+    """Gymnasium's half_cheetah.xml with some limb segments scaled in length.
+
+    `limbs` maps a segment of `CHEETAH_LIMBS` to a length factor (0.5: halved). The segment's
+    capsule starts at its joint, so its centre offset and half-length scale by the factor, and
+    so does the offset of the segment below it: the limb stays connected, the radius is kept.
+    The compiler rescales the total mass to 14 kg (`settotalmass`), as for the standard body.
+
+    >>> xml = cheetah_xml({"bshin": 0.5})
+    >>> 'name="bshin" pos="-0.07 0.0 -0.035" rgba="0.9 0.6 0.6 1" size="0.046 0.075"' in xml
+    True
+    """
+    tree = ET.parse(_asset("half_cheetah.xml"))
+    root = tree.getroot()
+    for limb, factor in (limbs or {}).items():
+        if limb not in CHEETAH_LIMBS:
+            raise ValueError(f"limb {limb!r} is unknown; expected one of {list(CHEETAH_LIMBS)}")
+        _check_factor(limb, factor)
+        body = root.find(f".//body[@name='{limb}']")
+        geom = root.find(f".//geom[@name='{limb}']")
+        assert body is not None and geom is not None, "gymnasium's half_cheetah.xml changed"
+        radius, half = (float(v) for v in geom.get("size", "").split())
+        geom.set("pos", " ".join(_fmt(factor * float(v)) for v in geom.get("pos", "").split()))
+        geom.set("size", f"{_fmt(radius)} {_fmt(factor * half)}")
+        for child in body.findall("body"):
+            pos = " ".join(_fmt(factor * float(v)) for v in child.get("pos", "").split())
+            child.set("pos", pos)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _make_edited(env_id: str, xml: str, **kwargs: Any) -> gym.Env:
+    # MuJoCo compiles the model when the environment is made, so the file is removed right after.
+    fd, path = tempfile.mkstemp(suffix=".xml", prefix="badgerlab-body-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(xml)
+        return make_env(env_id, xml_file=path, **kwargs)
+    finally:
+        os.unlink(path)
+
+
+def make_cheetah(
+    limbs: Mapping[str, float] | None = None,
+    *,
+    max_steps: int | None = None,
+    **kwargs: Any,
+) -> gym.Env:
+    """HalfCheetah-v5 with an edited body (see `cheetah_xml`)."""
+    return _make_edited("HalfCheetah-v5", cheetah_xml(limbs), max_steps=max_steps, **kwargs)
+
+
 def make_ant(
     legs: Mapping[str, float] | None = None,
     *,
@@ -246,14 +307,5 @@ def make_ant(
     burn_in: int = 0,
     **kwargs: Any,
 ) -> gym.Env:
-    """Ant-v5 with an edited body (see `ant_xml`), built from a temporary MJCF file.
-
-    MuJoCo compiles the model when the environment is made, so the file is removed right after.
-    """
-    fd, path = tempfile.mkstemp(suffix=".xml", prefix="badgerlab-ant-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(ant_xml(legs))
-        return make_env("Ant-v5", max_steps=max_steps, burn_in=burn_in, xml_file=path, **kwargs)
-    finally:
-        os.unlink(path)
+    """Ant-v5 with an edited body (see `ant_xml`), built from a temporary MJCF file."""
+    return _make_edited("Ant-v5", ant_xml(legs), max_steps=max_steps, burn_in=burn_in, **kwargs)

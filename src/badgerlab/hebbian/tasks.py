@@ -8,7 +8,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from badgerlab.hebbian.envs import EpisodeVectorEnv, make_ant, make_env
+from badgerlab.hebbian.envs import EpisodeVectorEnv, make_ant, make_cheetah, make_env
 from badgerlab.hebbian.policy import CNN_FEATURES, PolicySpec
 
 __all__ = ["TASKS", "Task", "box2d_available", "get_task", "vector_env"]
@@ -32,11 +32,14 @@ class Task:
     unit: str = "return"
 
     def make(self, *, max_steps: int | None = None, legs: Mapping[str, float] | None = None):
-        """One environment; `legs` edits Ant's body (see `envs.ant_xml`)."""
+        """One environment; `legs` edits the body: Ant's legs (`envs.ant_xml`) or HalfCheetah's
+        limb segments (`envs.cheetah_xml`)."""
         if self.env_id == "Ant-v5":
             return make_ant(legs, max_steps=max_steps, **self.kwargs)
+        if self.env_id == "HalfCheetah-v5" and legs:
+            return make_cheetah(legs, max_steps=max_steps, **self.kwargs)
         if legs:
-            raise ValueError(f"legs is only for Ant-v5, not {self.env_id}")
+            raise ValueError(f"body edits are for Ant-v5 and HalfCheetah-v5, not {self.env_id}")
         return make_env(
             self.env_id,
             max_steps=max_steps,
@@ -67,6 +70,14 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "HalfCheetah-v5": Task("HalfCheetah-v5"),
+    # Fitness = distance run (metres = Σ x-velocity · dt, dt = 0.05 s), no control cost: the
+    # quick body family of hebbian-morphology.
+    "HalfCheetah-v5/distance": Task(
+        "HalfCheetah-v5",
+        kwargs={"ctrl_cost_weight": 0.0},
+        return_scale=0.05,
+        unit="metres run",
+    ),
     "LunarLanderContinuous-v3": Task("LunarLanderContinuous-v3"),
     # Fitness = distance walked, as the reference: no healthy bonus or costs; 27 inputs (no
     # contact forces), close to the paper's 28 for the Bullet ant.

@@ -299,6 +299,7 @@ def train_agents(
     l2: float = 0.01,
     es: str = "openai-es-ranks",
     es_options: Mapping[str, Any] | None = None,
+    policy_options: Mapping[str, Mapping[str, Any]] | None = None,
     actors: int = 0,
     address: str | None = None,
     description: str = "ES",
@@ -310,6 +311,7 @@ def train_agents(
     bit-exactly. With `actors` > 0 or a Ray `address` the population is rolled out on Ray
     actors (`ray_evaluator`), with the same seeds as in process. Each member is scored by its
     mean return over `bodies` (None: the task's own body), one episode each.
+    `policy_options[name]` adds to `es_options` for that policy (e.g. its own tuned lr).
 
     Returns `{"<policy>@<seed>": {"center" (D,), "initial_center" (D,), "history":
     {metric: [per generation]}}}` for every unit, restored ones included.
@@ -318,6 +320,9 @@ def train_agents(
         raise ValueError("policies must name at least one policy")
     if generations < 1:
         raise ValueError(f"generations must be >= 1, got {generations}")
+    unknown = set(policy_options or {}) - set(policies)
+    if unknown:
+        raise ValueError(f"policy_options names unknown policies {sorted(unknown)}")
     keys = [f"{name}@{s}" for s in seeds for name in policies]
     if len(set(keys)) != len(keys):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
@@ -345,7 +350,7 @@ def train_agents(
                     l2=l2,
                     max_steps=max_steps,
                     es=es,
-                    es_options=es_options,
+                    es_options={**(es_options or {}), **(policy_options or {}).get(name, {})},
                     evaluator=remote,
                 )
                 unit.finish(_train_unit(run, unit, trainer, generations))
