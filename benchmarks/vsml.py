@@ -10,10 +10,11 @@ Cases (issues 4 and 11):
   * `layer_784x10`: one layer tick of a 784×10 grid (batch 1, one member);
   * `population64_64x10`: one layer tick of the W3 grid.
 Candidates, timed in interleaved rounds so that load from other processes hits each alike:
-  * vsml      — `badgerlab.vsml.model` without autograd (the default path under no_grad);
+  * vsml      — `badgerlab.vsml.model` without autograd: the default path a user gets under
+                no_grad (the fused C++ kernel where it builds, see `use_fused`; `default_path`
+                says which ran, `fused_build_or_load_s` / `fused_first_build_s` its seconds);
+  * vsml_eager — the same with the fused kernel off (`use_fused(False)`): torch ops only;
   * vsml_autograd — the same with the parameters requiring grad (layer cases);
-  * vsml_fused — with `--fused`: the same through the opt-in fused C++ kernel
-                (`badgerlab.vsml.model.use_fused`; its build/load seconds are reported);
   * lstmcell  — per member one `nn.LSTMCell` call on all cells' concatenated [m→_a, m←_b]
                 inputs per micro tick, plus the same mean read-out (the batched baseline);
   * loop      — a Python loop over cells, each a tiny `nn.LSTMCell` call (layer cases; timed
@@ -155,21 +156,20 @@ def _state(cfg: VSMLConfig, P: int, A: int, B: int) -> LayerState:
     )
 
 
-def _fused(fn):
-    # The same call through the opt-in fused C++ kernel.
+def _eager(fn):
+    # The same call with the fused kernel off (torch ops only), whatever the default is.
     def run():
-        vm.use_fused(True)
+        was = vm._fused_state["enabled"]
+        vm.use_fused(False)
         try:
             fn()
         finally:
-            vm.use_fused(False)
+            vm._fused_state["enabled"] = was
 
     return run
 
 
-def _layer_case(
-    P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds: int, fused: bool
-) -> dict:
+def _layer_case(P: int, A: int, B: int, *, repeat: int, loop_cells: int, rounds: int) -> dict:
     cfg = VSMLConfig()
     params = init_params(cfg, population=P, generator=torch.Generator().manual_seed(0))
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
@@ -190,14 +190,13 @@ def _layer_case(
     with torch.no_grad():
         cands = {
             "vsml": (lambda: layer_step(params, st, cfg), repeat),
+            "vsml_eager": (_eager(lambda: layer_step(params, st, cfg)), repeat),
             "lstmcell": (lambda: base.layer(st), repeat),
             "loop": (loop, 1),
             "matmul": (_matmul(), repeat),
             "sigmoid": (_elementwise("sigmoid"), 20 * repeat),
             "tanh": (_elementwise("tanh"), 20 * repeat),
         }
-        if fused:
-            cands["vsml_fused"] = (_fused(lambda: layer_step(params, st, cfg)), repeat)
         secs = _race(cands, rounds=rounds)
     secs |= _race({"vsml_autograd": (lambda: layer_step(leaves, st, cfg), repeat)}, rounds=rounds)
     steps = P * A * B * cfg.micro_ticks
@@ -209,7 +208,7 @@ def _layer_case(
     }
 
 
-def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int, fused: bool) -> dict:
+def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int) -> dict:
     cfg = VSMLConfig()
     g = torch.Generator().manual_seed(0)
     params = init_params(cfg, population=P, generator=g)
@@ -223,16 +222,15 @@ def _episode_case(P: int, A: int, B: int, T: int, *, rounds: int, fused: bool) -
     with torch.no_grad():
         cands = {
             "vsml": (vsml, 1),
+            "vsml_eager": (_eager(vsml), 1),
             "lstmcell": (lambda: base.episode(x), 1),
             "matmul": (_matmul(), 20),
             "sigmoid": (_elementwise("sigmoid"), 200),
             "tanh": (_elementwise("tanh"), 200),
         }
-        if fused:
-            cands["vsml_fused"] = (_fused(vsml), 1)
         secs = _race(cands, rounds=rounds)
     steps = P * A * B * T * cfg.micro_ticks
-    out = _summary(cfg, A, B, secs, {k: steps for k in ("vsml", "lstmcell", "vsml_fused")})
+    out = _summary(cfg, A, B, secs, {k: steps for k in ("vsml", "vsml_eager", "lstmcell")})
     return out | {"population": P, "A": A, "B": B, "examples": T, "vsml_s": secs["vsml"]}
 
 
@@ -254,7 +252,7 @@ def _summary(cfg, A, B, secs: dict, steps: dict) -> dict:
     for name, sec in secs.items():
         if name not in ("matmul", "sigmoid", "tanh"):
             out[name] = steps[name] / sec
-    for name in ("vsml", "vsml_fused"):
+    for name in ("vsml", "vsml_eager"):
         if name in out:
             out[f"{name}_fraction_of_matmul_peak"] = out[name] * flops["matmul_total"] / peak
             out[f"{name}_fraction_of_ceiling"] = out[name] / ceiling
@@ -272,7 +270,7 @@ def _table(result: dict) -> str:
     for name, r in result.items():
         if not isinstance(r, dict) or "vsml" not in r:
             continue
-        for path in ("vsml", "vsml_fused", "vsml_autograd", "loop"):
+        for path in ("vsml", "vsml_eager", "vsml_autograd", "loop"):
             if path not in r:
                 continue
             tail = ""
@@ -289,6 +287,21 @@ def _table(result: dict) -> str:
     return "M cell-steps/s (one cell, one micro tick)\n" + "\n".join(rows)
 
 
+def _default_path(*, off: bool) -> dict:
+    # Which path `vsml` measures, and what the fused kernel's build or load took here.
+    if off:
+        vm.use_fused(False)
+    secs = vm.use_fused(True) if vm._fused_state["enabled"] else None
+    out = {
+        "default_path": "fused" if secs is not None else "eager",
+        "fused_build_or_load_s": secs,
+        "fused_first_build_s": vm._fused_state.get("build_s"),
+    }
+    if vm._fused_state.get("error"):
+        out["fused_unavailable"] = vm._fused_state["error"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=10)
@@ -298,9 +311,9 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=100, help="W3 episode length")
     ap.add_argument("--skip-layers", action="store_true", help="only the W3 episode")
     ap.add_argument(
-        "--fused",
+        "--no-fused",
         action="store_true",
-        help="also the opt-in fused C++ kernel (built on first use)",
+        help="the default path without the fused C++ kernel (as BADGERLAB_VSML_FUSED=0)",
     )
     ap.add_argument(
         "--clock",
@@ -320,16 +333,10 @@ def main() -> None:
         "torch": torch.__version__,
         "load_average_before": os.getloadavg(),
     }
-    if args.fused:
-        result["fused_build_or_load_s"] = vm.use_fused(True)
-        vm.use_fused(False)
-    result["population64_episode"] = _episode_case(
-        64, 64, 10, args.examples, rounds=args.rounds, fused=args.fused
-    )
+    result |= _default_path(off=args.no_fused)
+    result["population64_episode"] = _episode_case(64, 64, 10, args.examples, rounds=args.rounds)
     if not args.skip_layers:
-        kw = dict(
-            repeat=args.repeat, loop_cells=args.loop_cells, rounds=args.rounds, fused=args.fused
-        )
+        kw = dict(repeat=args.repeat, loop_cells=args.loop_cells, rounds=args.rounds)
         result["layer_784x10"] = _layer_case(1, 784, 10, **kw)
         result["population64_64x10"] = _layer_case(64, 64, 10, **kw)
     result["load_average_after"] = os.getloadavg()
