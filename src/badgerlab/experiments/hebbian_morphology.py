@@ -206,7 +206,7 @@ EXPERIMENT = Experiment(
     "evolved on the standard body and one with an altered limb, both tested on a held-out "
     "body with another limb altered (MJCF edited through a temporary xml_file). Quick scale: "
     "HalfCheetah-v5 with a halved thigh; paper scale: Ant-v5 with a halved lower leg.",
-    minutes={"smoke": 0.25, "quick": 6},
+    minutes={"smoke": 0.25, "quick": 7},
     Config=Config,
     train=train,
     plots=plots,
