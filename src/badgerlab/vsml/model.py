@@ -462,10 +462,14 @@ def _grid_ticks_inplace(
 _FUSED_SRC = r"""
 // One VSML layer's micro ticks, every cell fused (float32, one thread, no torch headers:
 // called through ctypes). Per cell z = xf[a] + xb[b] + h W_h (4H gates i, f, o, g with the
-// g columns doubled), c' = sigma(z_f) c + sigma(z_i) (2 sigma(z_g) - 1), h' = sigma(z_o)
-// (2 sigma(2 c') - 1). C cells at a time share each row of W_h loaded once; their h and c
-// stay in registers across the micro ticks; the row and column means of the new h (for the
-// messages) are accumulated on the way. Vectors are the CPU's native width (VL floats).
+// g columns doubled), c' = sigma(z_f) c + sigma(z_i) tanh(z_g / 2), h' = sigma(z_o) tanh(c').
+// With e_x = e^-z_x and d_x = 1 + e_x: sigma(z_x) = 1 / d_x and tanh(z_g / 2) =
+// (1 - e_g) / d_g, so c' = c / d_f + (1 - e_g) / (d_i d_g) and h' = (1 - e_c) / (d_o d_c)
+// with e_c = e^-2c': five exponentials and three reciprocals per cell and micro tick
+// (|z| <= 29 keeps the products finite; sigma(+-29) is 0 or 1 to 3e-13).
+// GROUP cells at a time share each row of W_h loaded once; their h and c stay in registers
+// across the micro ticks; the row and column means of the new h (for the messages) are
+// accumulated on the way. Vectors are the CPU's native width (VL floats).
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -496,12 +500,11 @@ INLINE vf splat(float x) { return x - (vf){}; }
 #if defined(__AVX512F__)
 INLINE vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
 INLINE vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
-INLINE vf vscale(vf p, vf n) { return (vf)_mm512_scalef_ps((__m512)p, (__m512)n); }
-INLINE vf vrcp(vf d) {  // 1/d: a 14-bit estimate and one Newton step
+INLINE vf vscale(vf p, vf n) { return (vf)_mm512_scalef_ps((__m512)p, (__m512)n); }  // p 2^n
+INLINE vf vrcp(vf d) {  // 1/d: a 14-bit estimate and one Newton step (~1 ulp)
   vf r = (vf)_mm512_rcp14_ps((__m512)d);
   return r + r * (splat(1.f) - d * r);
 }
-#define EXP_LO -1e30f
 #else
 #if defined(__AVX2__)
 INLINE vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
@@ -512,29 +515,33 @@ INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
 #endif
 INLINE vf vscale(vf p, vf n) { return (vf)((vi)p + (__builtin_convertvector(n, vi) << 23)); }
 INLINE vf vrcp(vf d) { return splat(1.f) / d; }
-#define EXP_LO -87.f
 #endif
 
-// e^x for x <= 88 (clamped; and >= -87 without AVX-512's scalef): x = n ln2 + r with
-// |r| <= ln2 / 2, e^r by Cephes' expf polynomial, then times 2^n; about 1 ulp.
+#if defined(__AVX512DQ__)
+INLINE vf vclamp(vf x, float L) {  // sign(x) min(|x|, L) in one instruction
+  return (vf)_mm512_range_ps((__m512)x, (__m512)splat(L), 2);
+}
+#else
+INLINE vf vclamp(vf x, float L) { return vmax(vmin(x, splat(L)), splat(-L)); }
+#endif
+
+// e^x for |x| <= 29 (clamped): x = n ln2 + r with |r| <= ln2 / 2, e^r = 1 + r + r^2 q(r)
+// with q of degree 4 (a relative-minimax fit), times 2^n; 1e-7 relative.
 INLINE vf vexp(vf x) {
-  x = vmax(vmin(x, splat(88.f)), splat(EXP_LO));
+  x = vclamp(x, 29.f);
   const vf magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
   vf n = (x * splat(1.44269504088896341f) + magic) - magic;
   vf r = x - n * splat(0.693359375f);
   r = r - n * splat(-2.12194440e-4f);
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
+  vf p = splat(1.3814612e-3f);
+  p = p * r + splat(8.3687101e-3f);
+  p = p * r + splat(4.1668389e-2f);
+  p = p * r + splat(1.6666521e-1f);
+  p = p * r + splat(4.9999994e-1f);
   p = p * r + splat(1.f);
   p = p * r + splat(1.f);
   return vscale(p, n);
 }
-
-INLINE vf vsig(vf x) { return vrcp(splat(1.f) + vexp(-x)); }
 
 // C consecutive cells (from cell j0 of one member and entry); NV = H / VL vectors per state.
 template <int NV, int C>
@@ -569,13 +576,15 @@ INLINE void cells(const float* xf, const float* xb, const float* w, const float*
         UNROLL for (int v = 0; v < V; ++v) z[q][v] += hk * wk[v];
       }
     }
+    const vf one = splat(1.f);
     UNROLL for (int q = 0; q < C; ++q)
       UNROLL for (int v = 0; v < NV; ++v) {
-        vf i = vsig(z[q][v]), f = vsig(z[q][NV + v]), o = vsig(z[q][2 * NV + v]);
-        vf g = splat(2.f) * vsig(z[q][3 * NV + v]) - splat(1.f);
-        vf cn = f * cs[q][v] + i * g;
+        vf di = one + vexp(-z[q][v]), df = one + vexp(-z[q][NV + v]);
+        vf d_o = one + vexp(-z[q][2 * NV + v]), eg = vexp(-z[q][3 * NV + v]);
+        vf cn = cs[q][v] * vrcp(df) + (one - eg) * vrcp(di * (one + eg));
         cs[q][v] = cn;
-        st(hv + q * H + VL * v, o * (splat(2.f) * vsig(cn + cn) - splat(1.f)));
+        vf ec = vexp(splat(-2.f) * cn);
+        st(hv + q * H + VL * v, (one - ec) * vrcp(d_o * (one + ec)));
       }
   }
   UNROLL for (int q = 0; q < C; ++q)
@@ -630,7 +639,7 @@ extern "C" int vsml_grid_ticks_f32(const float* xf, const float* xb, const float
   return 0;
 }
 """
-_FUSED_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi"]
+_FUSED_FLAGS = ["-O2", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi"]
 _FUSED_H = (16, 32)
 _logger = logging.getLogger("badgerlab.vsml")
 
