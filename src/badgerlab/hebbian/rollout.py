@@ -61,17 +61,31 @@ def rollout(
     state = policy.init(theta, generator=generator, seeds=weight_seeds, dtype=dtype)
     members = torch.arange(P)  # which member each row of `state` is
     rows = np.arange(P)
-    actions = np.zeros(envs.action_space.shape, dtype=np.float32)
+    # A batched simulator on a device (batched.BatchedAntEnv, "warp") gives torch observations
+    # and takes torch actions there; rewards and done flags are numpy (N values a step).
+    on_device = isinstance(obs, Tensor)
+    if on_device:
+        actions: np.ndarray | Tensor = torch.zeros(
+            envs.action_space.shape, dtype=torch.float32, device=obs.device
+        )
+    else:
+        actions = np.zeros(envs.action_space.shape, dtype=np.float32)
     returns = np.zeros(P, dtype=np.float64)
     lengths = np.zeros(P, dtype=np.int64)
     trace: list[np.ndarray] = []
     t = 0
     with torch.no_grad():
         while not envs.finished.all() and (max_steps is None or t < max_steps):
-            x = torch.from_numpy(np.ascontiguousarray(obs[rows]))
+            if on_device:
+                x = obs[torch.from_numpy(rows).to(obs.device)]
+            else:
+                x = torch.from_numpy(np.ascontiguousarray(obs[rows]))
             action, acts = policy.forward(state, x)
             # Rows of finished members (only without compaction) act, but the env ignores them.
-            actions[rows] = action.numpy()
+            if on_device:
+                actions[torch.from_numpy(rows).to(obs.device)] = action.to(actions)
+            else:
+                actions[rows] = action.numpy()
             lengths += ~envs.finished
             obs, rewards, _, _, _ = envs.step(actions)
             returns += rewards

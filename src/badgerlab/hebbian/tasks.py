@@ -109,9 +109,28 @@ def vector_env(
     *,
     max_steps: int | None = None,
     bodies: Sequence[Mapping[str, float] | None] = (None,),
-) -> EpisodeVectorEnv:
+    backend: str = "gym",
+    **options: Any,
+) -> Any:
     """`len(bodies) · n` sub-environments, body major (n copies of each body in turn), without
-    per-step info dicts (rollouts use none)."""
+    per-step info dicts (rollouts use none).
+
+    `backend`: "gym" (an `EpisodeVectorEnv` over gymnasium), or for Ant-v5 "batch" / "warp"
+    (`batched.BatchedAntEnv`, with `options` such as nthread= or device=).
+    """
+    if backend != "gym":
+        from badgerlab.hebbian.batched import ANT_KWARGS, BACKENDS, BatchedAntEnv
+
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"backend={backend!r} is unknown; expected 'gym' or one of {BACKENDS}"
+            )
+        if task.env_id != "Ant-v5" or dict(task.kwargs) != ANT_KWARGS:
+            raise ValueError(f"backend={backend!r} reproduces only the task Ant-v5, not {task}")
+        members = [b for b in bodies for _ in range(n)]
+        return BatchedAntEnv(members, max_steps=max_steps, backend=backend, **options)
+    if options:
+        raise ValueError(f"options {sorted(options)} are for the batched backends, not 'gym'")
     fns = [lambda b=b: task.make(max_steps=max_steps, legs=b) for b in bodies for _ in range(n)]
     return EpisodeVectorEnv(fns, infos=False)
 
