@@ -12,23 +12,36 @@ networks, ABCD_lr per synapse, abs-max normalisation):
 
 Times are process CPU seconds (the machine is shared; see `_clock`).
 
-Usage: python benchmarks/hebbian.py [--steps 200] [--popsize 64]
+`backends`: env-steps per second of the Ant-v5 task (`get_task("Ant-v5")`, standard body, the
+same uniform random actions for every backend) at populations 64 and 1024: "gym" (our
+`EpisodeVectorEnv` over gymnasium), "batch" (`BatchedAntEnv`, mujoco.batch, 1 and 2 threads),
+"warp-cpu" (mujoco_warp on warp's CPU device) and "warp-cuda" (only where a GPU exists, else
+listed as skipped). Per wall-clock second (threads count) and per process CPU second, and
+`ratio_to_gym` (wall) against the gym row of the same population in the same run. Each row
+times `--backend-steps` steps after one warm-up step; slow rows (gym and warp-cpu at 1024)
+time fewer (`--slow-steps`), which is enough for a rate (steps do not get cheaper or dearer
+along an episode's first few hundred steps), and say so in `steps_timed`.
+
+Usage: python benchmarks/hebbian.py [--steps 200] [--popsize 64] [--backends-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from badgerlab.hebbian.batched import BatchedAntEnv
 from badgerlab.hebbian.envs import EpisodeVectorEnv, make_env
 from badgerlab.hebbian.policy import HebbianPolicy, PolicySpec, abs_max_normalise_
 from badgerlab.hebbian.rollout import rollout
 from badgerlab.hebbian.rules import apply_folded_
+from badgerlab.hebbian.tasks import get_task, vector_env
 
 
 def _clock() -> float:
@@ -131,11 +144,94 @@ def bench(env_id: str, popsize: int, steps: int, policy_steps: int) -> dict[str,
     }
 
 
+def _backend_env(name: str, n: int, cap: int):
+    """The Ant-v5 vector env of backend row `name`, or the reason it is skipped."""
+    if name == "gym":
+        return vector_env(get_task("Ant-v5"), n, max_steps=cap)
+    if name.startswith("batch"):
+        return BatchedAntEnv([None] * n, max_steps=cap, nthread=int(name.split("-")[1]))
+    device = name.split("-")[1]
+    try:
+        import warp as wp
+
+        wp.config.quiet = True
+        if device == "cuda" and not wp.get_cuda_device_count():
+            return "no CUDA device"
+    except ImportError as err:
+        return f"mujoco_warp/warp not importable ({err})"
+    return BatchedAntEnv([None] * n, max_steps=cap, backend="warp", device=device)
+
+
+def backend_rate(name: str, n: int, steps: int) -> dict[str, object]:
+    """Env-steps per wall and CPU second of `steps` random-action steps of one backend."""
+    env = _backend_env(name, n, cap=steps + 1)
+    if isinstance(env, str):
+        return {"skipped": env}
+    acts = np.random.default_rng(0).uniform(-1, 1, (steps + 1, n, 8)).astype(np.float32)
+    env.reset(seed=0)
+    env.step(acts[0])  # warm-up (warp: kernel load/compile)
+    if name.startswith("warp"):
+        import warp as wp
+
+        wp.synchronize()
+    done = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for a in acts[1:]:
+        done += int((~env.finished).sum())
+        env.step(a)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "steps_timed": steps,
+        "env_steps": done,
+        "steps_per_s": done / wall,
+        "cpu_steps_per_s": done / cpu,
+    }
+
+
+BACKENDS = ("gym", "batch-1", "batch-2", "warp-cpu", "warp-cuda")
+SLOW = {("gym", 1024), ("warp-cpu", 1024), ("warp-cpu", 64)}
+
+
+def backends(steps: int, slow_steps: int, popsizes=(64, 1024)) -> dict[str, object]:
+    """`backend_rate` of every backend at each population, with the ratio to gym's wall rate."""
+    out: dict[str, object] = {"loadavg_before": os.getloadavg()}
+    for n in popsizes:
+        rows = {b: backend_rate(b, n, slow_steps if (b, n) in SLOW else steps) for b in BACKENDS}
+        base = rows["gym"]["steps_per_s"]
+        for row in rows.values():
+            if "steps_per_s" in row:
+                row["ratio_to_gym"] = row["steps_per_s"] / base
+        out[str(n)] = rows
+    out["loadavg_after"] = os.getloadavg()
+    return out
+
+
+def _print_backends(table: dict[str, object]) -> None:
+    print(f"load average before {table['loadavg_before']}, after {table['loadavg_after']}")
+    print(
+        f"{'pop':>5} {'backend':>10} {'steps':>6} {'steps/s':>10} {'cpu steps/s':>12} {'x gym':>7}"
+    )
+    for n, rows in table.items():
+        if not n.isdigit():
+            continue
+        for b, r in rows.items():
+            if "skipped" in r:
+                print(f"{n:>5} {b:>10}  skipped: {r['skipped']}")
+                continue
+            print(
+                f"{n:>5} {b:>10} {r['steps_timed']:>6} {r['steps_per_s']:>10.0f} "
+                f"{r['cpu_steps_per_s']:>12.0f} {r['ratio_to_gym']:>7.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="episode cap per member")
     parser.add_argument("--popsize", type=int, default=64)
     parser.add_argument("--policy-steps", type=int, default=50)
+    parser.add_argument("--backend-steps", type=int, default=50, help="steps timed per backend")
+    parser.add_argument("--slow-steps", type=int, default=5, help="for gym/warp-cpu at 1024")
+    parser.add_argument("--backends-only", action="store_true", help="only the backend table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out: dict[str, object] = {
@@ -144,8 +240,11 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "timer": "process CPU time",
     }
-    for env_id in ENVS:
-        out[env_id] = bench(env_id, args.popsize, args.steps, args.policy_steps)
+    if not args.backends_only:
+        for env_id in ENVS:
+            out[env_id] = bench(env_id, args.popsize, args.steps, args.policy_steps)
+    out["backends"] = backends(args.backend_steps, args.slow_steps)
+    _print_backends(out["backends"])
     print(json.dumps(out, indent=1))
 
 
