@@ -121,6 +121,7 @@ def test_leg_edit_changes_exactly_the_ankle_and_what_is_derived_from_it():
         ({"nthread": 0}, "nthread"),
         ({"max_steps": 0}, "max_steps"),
         ({"device": "cuda"}, "device='cuda'"),
+        ({"backend": "warp", "nthread": 2}, "nthread=2"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
@@ -198,3 +199,18 @@ def test_warp_backend_runs_a_hebbian_rollout(warp_env):
     assert torch.equal(out.returns, again.returns)  # deterministic on CPU
     assert ((out.lengths >= 1) & (out.lengths <= 30)).all()
     assert torch.isfinite(out.rewards).all()
+
+
+def test_warp_names_a_differing_field_it_cannot_batch(warp_env):
+    import mujoco_warp as mjw
+    import warp as wp
+
+    from badgerlab.hebbian.batched import warp_batched_fields
+
+    with wp.ScopedDevice("cpu"):
+        singles = [mjw.put_model(m) for m in warp_env.models]
+    # dof_length (per dof, no world dimension) differs between the bodies; only sleeping reads
+    # it, so with sleep enabled it would have to be batched, and cannot.
+    assert "dof_length" not in warp_batched_fields(singles, 0)
+    with pytest.raises(ValueError, match="'dof_length'"):
+        warp_batched_fields(singles, int(mujoco.mjtEnableBit.mjENBL_SLEEP))

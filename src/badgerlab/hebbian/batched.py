@@ -299,6 +299,8 @@ class BatchedAntEnv(gym.vector.VectorEnv):
             max_steps = gym.spec("Ant-v5").max_episode_steps
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if backend == "warp" and nthread != 1:
+            raise ValueError(f"nthread={nthread} is for backend 'batch'; warp sets its own")
         if backend == "batch" and device != "cpu":
             raise ValueError(f"device={device!r}: backend 'batch' runs on the CPU only")
         self.backend, self.max_steps, self.device = backend, int(max_steps), device
