@@ -19,8 +19,8 @@ same uniform random actions for every backend) at populations 64 and 1024: "gym"
 listed as skipped). Per wall-clock second (threads count) and per process CPU second, with
 `ratio_to_gym` (wall) and `cpu_ratio_to_gym` against the gym row of the same population in
 the same run; on a loaded machine the CPU ratio is the one to read (batch-2 gains wall time
-only on free cores). Each row
-times `--backend-steps` steps after one warm-up step; slow rows (gym and warp-cpu at 1024)
+only on free cores). Each row times `--backend-steps` steps after one warm-up step; slow rows
+(gym at 1024, warp-cpu at both)
 time fewer (`--slow-steps`), which is enough for a rate (steps do not get cheaper or dearer
 along an episode's first few hundred steps), and say so in `steps_timed`.
 

@@ -23,7 +23,11 @@ Backends:
   that differ between the bodies become per-world arrays (leading dimension nworld, the
   fields mujoco_warp declares batchable); observations are torch tensors on the device
   (`wp.to_torch`, no host copy), actions may be torch tensors on it; rewards and done flags
-  (N values a step) come back to the host.
+  (N values a step) come back to the host. Not gymnasium's Ant beyond the first ground
+  contact: mujoco_warp 4.0 gives a steep capsule (axis projected on the floor < 0.5 long)
+  a fixed contact tangent frame where MuJoCo aligns it with the capsule, and Ant-v5's
+  pyramidal friction cone turns with the frame, so contact forces and episodes differ by O(1)
+  (float32 alone agrees to ~1e-5 before contact). Train and evaluate on one backend.
 
 Najarro & Risi 2020, https://arxiv.org/abs/2007.02686 (the Ant morphology experiments).
 """
