@@ -461,12 +461,13 @@ def _grid_ticks_inplace(
 
 _FUSED_SRC = r"""
 // One VSML layer's micro ticks, every cell fused (float32, one thread, no torch headers:
-// called through ctypes). Per cell z = xf[a] + xb[b] + h W_h (4H gates i, f, o, g with the
-// g columns doubled), c' = sigma(z_f) c + sigma(z_i) tanh(z_g / 2), h' = sigma(z_o) tanh(c').
-// With e_x = e^-z_x and d_x = 1 + e_x: sigma(z_x) = 1 / d_x and tanh(z_g / 2) =
-// (1 - e_g) / d_g, so c' = c / d_f + (1 - e_g) / (d_i d_g) and h' = (1 - e_c) / (d_o d_c)
-// with e_c = e^-2c': five exponentials and three reciprocals per cell and micro tick
-// (|z| <= 29 keeps the products finite; sigma(+-29) is 0 or 1 to 3e-13).
+// called through ctypes). Per member and entry the input projections xf[a] = m_fwd[a] W_f and
+// xb[b] = m_bwd[b] W_b + beta first (A + B rows), then per cell z = xf[a] + xb[b] + h W_h
+// (4H gates i, f, o, g), c' = sigma(z_f) c + sigma(z_i) tanh(z_g), h' = sigma(z_o) tanh(c').
+// With e_x = e^-z_x (e^-2z for g and c) and d_x = 1 + e_x: sigma(z_x) = 1 / d_x and
+// tanh(z_g) = (1 - e_g) / d_g, so c' = c / d_f + (1 - e_g) / (d_i d_g) and h' = (1 - e_c) /
+// (d_o d_c): five exponentials and three reciprocals per cell and micro tick (exponents
+// clamped to |x| <= 29 keep the products finite; sigma(+-29) is 0 or 1 to 3e-13).
 // GROUP cells at a time share each row of W_h loaded once; their h and c stay in registers
 // across the micro ticks; the row and column means of the new h (for the messages) are
 // accumulated on the way. Vectors are the CPU's native width (VL floats).
@@ -580,7 +581,7 @@ INLINE void cells(const float* xf, const float* xb, const float* w, const float*
     UNROLL for (int q = 0; q < C; ++q)
       UNROLL for (int v = 0; v < NV; ++v) {
         vf di = one + vexp(-z[q][v]), df = one + vexp(-z[q][NV + v]);
-        vf d_o = one + vexp(-z[q][2 * NV + v]), eg = vexp(-z[q][3 * NV + v]);
+        vf d_o = one + vexp(-z[q][2 * NV + v]), eg = vexp(splat(-2.f) * z[q][3 * NV + v]);
         vf cn = cs[q][v] * vrcp(df) + (one - eg) * vrcp(di * (one + eg));
         cs[q][v] = cn;
         vf ec = vexp(splat(-2.f) * cn);
@@ -599,16 +600,36 @@ INLINE void cells(const float* xf, const float* xb, const float* w, const float*
     }
 }
 
+// rows (n, K) @ W (K, G) (+ bias) -> out (n, G): the separable input projections.
 template <int NV>
-static void grid(const float* xf, const float* xb, const float* w, const float* h,
-                 const float* c, float* ho, float* co, float* mean_a, float* mean_b, int64_t P,
-                 int64_t N, int64_t A, int64_t B, int64_t ticks) {
+INLINE void project(const float* msg, const float* W, const float* bias, float* out, int64_t n,
+                    int64_t K) {
+  constexpr int G = 4 * VL * NV, V = 4 * NV;
+  for (int64_t r = 0; r < n; ++r) {
+    vf acc[V];
+    UNROLL for (int v = 0; v < V; ++v) acc[v] = bias ? ld(bias + VL * v) : splat(0.f);
+    for (int64_t k = 0; k < K; ++k) {
+      vf mk = splat(msg[r * K + k]);
+      UNROLL for (int v = 0; v < V; ++v) acc[v] += mk * ld(W + k * G + VL * v);
+    }
+    UNROLL for (int v = 0; v < V; ++v) st(out + r * G + VL * v, acc[v]);
+  }
+}
+
+template <int NV>
+static void grid(const float* fwd, const float* bwd, const float* w_f, const float* w_b,
+                 const float* beta, const float* w, const float* h, const float* c, float* ho,
+                 float* co, float* mean_a, float* mean_b, float* scratch, int64_t P, int64_t N,
+                 int64_t A, int64_t B, int64_t M, int64_t ticks) {
   constexpr int H = VL * NV, G = 4 * H, C = GROUP;
   const float inv_a = 1.f / A, inv_b = 1.f / B;
+  float* xf = scratch;
+  float* xb = scratch + A * G;
   for (int64_t pn = 0; pn < P * N; ++pn) {
-    const float* wp = w + (pn / N) * H * G;
-    const float* xfp = xf + pn * A * G;
-    const float* xbp = xb + pn * B * G;
+    const int64_t p = pn / N;
+    const float* wp = w + p * H * G;
+    project<NV>(fwd + pn * A * M, w_f + p * M * G, nullptr, xf, A, M);
+    project<NV>(bwd + pn * B * M, w_b + p * M * G, beta + p * G, xb, B, M);
     float* ma = mean_a + pn * B * H;
     float* mb = mean_b + pn * A * H;
     memset(ma, 0, sizeof(float) * B * H);
@@ -616,26 +637,33 @@ static void grid(const float* xf, const float* xb, const float* w, const float* 
     const int64_t n = A * B, off = pn * A * B * H;
     int64_t j = 0;
     for (; j + C <= n; j += C)
-      cells<NV, C>(xfp, xbp, wp, h + off + j * H, c + off + j * H, ho + off + j * H,
+      cells<NV, C>(xf, xb, wp, h + off + j * H, c + off + j * H, ho + off + j * H,
                    co + off + j * H, ma, mb, j, B, ticks, inv_a, inv_b);
     for (; j < n; ++j)
-      cells<NV, 1>(xfp, xbp, wp, h + off + j * H, c + off + j * H, ho + off + j * H,
+      cells<NV, 1>(xf, xb, wp, h + off + j * H, c + off + j * H, ho + off + j * H,
                    co + off + j * H, ma, mb, j, B, ticks, inv_a, inv_b);
   }
 }
 
-// xf (P, N, A, 4H), xb (P, N, B, 4H), w (P, H, 4H), h, c, ho, co (P, N, A, B, H), mean_a
-// (P, N, B, H), mean_b (P, N, A, H), all contiguous; returns 1 (nothing done) for H not
-// 16 or 32.
 extern "C" int vsml_fused_vector_width() { return VL; }
 
-extern "C" int vsml_grid_ticks_f32(const float* xf, const float* xb, const float* w,
-                                   const float* h, const float* c, float* ho, float* co,
-                                   float* mean_a, float* mean_b, int64_t P, int64_t N,
-                                   int64_t A, int64_t B, int64_t H, int64_t ticks) {
-  if (H == 16) grid<16 / VL>(xf, xb, w, h, c, ho, co, mean_a, mean_b, P, N, A, B, ticks);
-  else if (H == 32) grid<32 / VL>(xf, xb, w, h, c, ho, co, mean_a, mean_b, P, N, A, B, ticks);
-  else return 1;
+// fwd (P, N, A, M), bwd (P, N, B, M), w_f and w_b (P, M, 4H), beta (P, 4H), w (P, H, 4H),
+// h, c, ho, co (P, N, A, B, H), mean_a (P, N, B, H), mean_b (P, N, A, H), scratch
+// ((A + B) 4H), all float32 and contiguous; returns 1 (nothing done) for H not 16 or 32.
+extern "C" int vsml_layer_ticks_f32(const float* fwd, const float* bwd, const float* w_f,
+                                    const float* w_b, const float* beta, const float* w,
+                                    const float* h, const float* c, float* ho, float* co,
+                                    float* mean_a, float* mean_b, float* scratch, int64_t P,
+                                    int64_t N, int64_t A, int64_t B, int64_t M, int64_t H,
+                                    int64_t ticks) {
+  if (H == 16)
+    grid<16 / VL>(fwd, bwd, w_f, w_b, beta, w, h, c, ho, co, mean_a, mean_b, scratch, P, N, A,
+                  B, M, ticks);
+  else if (H == 32)
+    grid<32 / VL>(fwd, bwd, w_f, w_b, beta, w, h, c, ho, co, mean_a, mean_b, scratch, P, N, A,
+                  B, M, ticks);
+  else
+    return 1;
   return 0;
 }
 """
@@ -733,9 +761,9 @@ def _fused_library():
             lib = ctypes.CDLL(path)
             if lib.vsml_fused_vector_width() < 8:
                 raise RuntimeError("the CPU has no AVX2 (torch's own kernels are faster)")
-            fn = lib.vsml_grid_ticks_f32
+            fn = lib.vsml_layer_ticks_f32
             fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6
+            fn.argtypes = [ctypes.c_void_p] * 13 + [ctypes.c_int64] * 7
             st["load_s"] = time.perf_counter() - t0
             st["lib"] = fn
         except Exception as e:  # noqa: BLE001 - an optional accelerator: log why, go on
@@ -745,24 +773,48 @@ def _fused_library():
     return st["lib"]
 
 
-def _fused_applies(h: Tensor) -> bool:
-    if not _fused_state["enabled"] or h.device.type != "cpu" or h.dtype != torch.float32:
+def _fused_applies(h: Tensor, *others: Tensor) -> bool:
+    # Where the kernel runs: float32 CPU tensors (h and everything else it reads), H 16 or 32.
+    if not _fused_state["enabled"] or h.shape[-1] not in _FUSED_H:
         return False
-    return h.shape[-1] in _FUSED_H and _fused_library() is not None
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (h, *others)):
+        return False
+    return _fused_library() is not None
 
 
-def _fused_grid(xf, xb, w_h, h, c, out, ticks: int):
-    # xf (P, N, A, 4H), xb (P, N, B, 4H), w_h (P, H, 4H), h, c (P, N, A, B, H) -> the new h,
+def _fused_layer(p: Mapping[str, Tensor], state: LayerState, cfg: VSMLConfig, out):
+    # The micro ticks of `layer_step` in the kernel, input projections included: the new h,
     # c and the means of the new h over rows (P, N, B, H) and columns (P, N, A, H).
+    h = state.h
     P, N, A, B, H = h.shape
     if out is None or not (out[0].is_contiguous() and out[1].is_contiguous()):
         out = (torch.empty(h.shape, dtype=h.dtype), torch.empty(h.shape, dtype=h.dtype))
     mean_a, mean_b = h.new_empty(P, N, B, H), h.new_empty(P, N, A, H)
-    ins = [t.contiguous() for t in (xf, xb, w_h, h, c)]
-    ptrs = [t.data_ptr() for t in (*ins, *out, mean_a, mean_b)]
-    if _fused_state["lib"](*ptrs, P, N, A, B, H, ticks):
+    scratch = h.new_empty((A + B) * 4 * H)
+    ins = [state.fwd_in, state.bwd_in, p["w_f"], p["w_b"], _gate_bias(p, cfg), p["w_h"], h]
+    ins = [t.contiguous() for t in (*ins, state.c)]
+    ptrs = [t.data_ptr() for t in (*ins, *out, mean_a, mean_b, scratch)]
+    if _fused_state["lib"](*ptrs, P, N, A, B, cfg.msg_size, H, cfg.micro_ticks):
         raise RuntimeError(f"the fused VSML kernel does not support state_size={H}")
     return out[0], out[1], mean_a, mean_b
+
+
+def _projections(p: Mapping[str, Tensor], state: LayerState, cfg: VSMLConfig):
+    """The input parts of the gates, xf `(P, N, A, 1, 4H)` and xb `(P, N, 1, B, 4H)` (β
+    included), and W_h `(P, H, 4H)`, all with the g columns doubled."""
+    P, N, A, B, H = state.h.shape
+    M = cfg.msg_size
+    # tanh(g) = 2σ(2g) − 1: doubling the g columns of every weight once lets one sigmoid over
+    # the whole contiguous gate tensor serve all four gates (sigmoid/tanh on strided slices
+    # cost twice as much on CPU).
+    scale = torch.ones(4 * H, dtype=state.h.dtype, device=state.h.device)
+    scale[3 * H :] = 2.0
+    # The input projection is separable: A forward and B backward projections, added by
+    # broadcasting, instead of A·B projections of concatenated messages.
+    xf = torch.bmm(state.fwd_in.reshape(P, N * A, M), p["w_f"] * scale)
+    beta = (_gate_bias(p, cfg) * scale).unsqueeze(1)  # (P, 1, 4H)
+    xb = torch.baddbmm(beta, state.bwd_in.reshape(P, N * B, M), p["w_b"] * scale)
+    return xf.view(P, N, A, 1, 4 * H), xb.view(P, N, 1, B, 4 * H), p["w_h"] * scale
 
 
 def layer_step(
@@ -784,27 +836,18 @@ def layer_step(
     h, c, fwd_in, bwd_in = state
     P, N, A, B, H = h.shape
     M = cfg.msg_size
-    # tanh(g) = 2σ(2g) − 1: doubling the g columns of every weight once lets one sigmoid over
-    # the whole contiguous gate tensor serve all four gates (sigmoid/tanh on strided slices
-    # cost twice as much on CPU).
-    scale = torch.ones(4 * H, dtype=h.dtype, device=h.device)
-    scale[3 * H :] = 2.0
-    # The input projection is separable: A forward and B backward projections, added by
-    # broadcasting, instead of A·B projections of concatenated messages.
-    xf = torch.bmm(fwd_in.reshape(P, N * A, M), p["w_f"] * scale).view(P, N, A, 1, 4 * H)
-    beta = (_gate_bias(p, cfg) * scale).unsqueeze(1)  # (P, 1, 4H)
-    xb = torch.baddbmm(beta, bwd_in.reshape(P, N * B, M), p["w_b"] * scale)
-    xb = xb.view(P, N, 1, B, 4 * H)
-    w_h = p["w_h"] * scale  # (P, H, 4H)
+    leaves = (p["w_f"], p["w_b"], p["w_h"], p["bias"], h, c, fwd_in, bwd_in)
     # Autograd needs the out-of-place path only where the grid's own inputs require grad.
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
     mean_a = mean_b = None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (xf, xb, w_h, h, c)):
-        h, c = _grid_ticks_autograd(xf, xb, w_h, h, c, cfg)
-    elif _fused_applies(h):
-        xf, xb = xf.reshape(P, N, A, 4 * H), xb.reshape(P, N, B, 4 * H)
-        h, c, mean_a, mean_b = _fused_grid(xf, xb, w_h, h, c, out, cfg.micro_ticks)
+    if not grad and _fused_applies(h, *leaves):
+        h, c, mean_a, mean_b = _fused_layer(p, state, cfg, out)
     else:
-        h, c = _grid_ticks_inplace(xf, xb, w_h, h, c, cfg, out)
+        xf, xb, w_h = _projections(p, state, cfg)
+        if grad:
+            h, c = _grid_ticks_autograd(xf, xb, w_h, h, c, cfg)
+        else:
+            h, c = _grid_ticks_inplace(xf, xb, w_h, h, c, cfg, out)
     if mean_a is None and not cfg.layer_norm:
         mean_a, mean_b = h.mean(2), h.mean(3)
     if cfg.layer_norm:
