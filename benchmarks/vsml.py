@@ -29,8 +29,11 @@ cell-step are listed, not counted as FLOPs. `fraction_of_matmul_peak` = cell-ste
 FLOPs/cell-step ÷ the matmul's FLOP/s in the same run. `ceiling` (the issue's practical
 ceiling of a fused cell) = 1 / (FLOPs/cell-step ÷ matmul FLOP/s + 4H·t_σ + H·t_tanh), with
 t_σ, t_tanh torch's per-element times on a cache-resident buffer, measured in the same race.
+(The fused kernel's own σ/tanh — a polynomial exp and shared reciprocals — cost less per
+element than torch's; the ceiling is still defined with torch's.)
 
-Run: `nice -n 0 .venv/bin/python benchmarks/vsml.py` (one torch thread). Timed by the
+Run: `nice -n 0 .venv/bin/python benchmarks/vsml.py` (one torch thread; `--no-fused` for the
+default path without the kernel, `--skip-layers` for W3 only). Timed by the
 process's CPU clock by default (`--clock wall` for elapsed time): on a shared machine the
 scheduler's time slices given to others then do not count, though their cache traffic still
 does. Prints a table and one JSON object, with the load average before and after.
