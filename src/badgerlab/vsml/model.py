@@ -688,7 +688,7 @@ def use_fused(enabled: bool = True) -> float | None:
 
     The kernel is a plain C++ file (no torch headers, called through ctypes), compiled for
     this machine's CPU on first use with the system's C++ compiler (`$CXX`, c++, g++ or
-    clang++; about 1 s) and cached under `$BADGERLAB_CACHE/kernels` (default
+    clang++; 2-4 s) and cached under `$BADGERLAB_CACHE/kernels` (default
     `~/.cache/badgerlab`). Where it cannot be built, or the CPU lacks AVX2, the torch ops run
     instead and the reason is logged (logger `badgerlab.vsml`), nothing raised. Returns the
     seconds the build or cache load took (None when disabled or unavailable). It computes the
