@@ -211,9 +211,8 @@ def backends(steps: int, slow_steps: int, popsizes=(64, 1024)) -> dict[str, obje
 
 def _print_backends(table: dict[str, object]) -> None:
     print(f"load average before {table['loadavg_before']}, after {table['loadavg_after']}")
-    print(
-        f"{'pop':>5} {'backend':>10} {'steps':>6} {'steps/s':>10} {'cpu steps/s':>12} {'x gym':>7}"
-    )
+    head = f"{'pop':>5} {'backend':>10} {'steps':>6} {'steps/s':>10} {'x gym':>7}"
+    print(f"{head} {'cpu steps/s':>12} {'x gym':>7}")
     for n, rows in table.items():
         if not n.isdigit():
             continue
