@@ -217,3 +217,9 @@ def test_warp_names_a_differing_field_it_cannot_batch(warp_env):
     assert "dof_length" not in warp_batched_fields(singles, 0)
     with pytest.raises(ValueError, match="'dof_length'"):
         warp_batched_fields(singles, int(mujoco.mjtEnableBit.mjENBL_SLEEP))
+
+
+@pytest.mark.skipif(WARP_MISSING, reason="mujoco_warp is not importable")
+def test_warp_unknown_device_raises_value_error():
+    with pytest.raises(ValueError, match="device='tpu' is not available"):
+        BatchedAntEnv([None], backend="warp", device="tpu")
