@@ -144,7 +144,11 @@ def test_vector_env_backend_checks():
     with pytest.raises(ValueError, match="only the task Ant-v5"):
         vector_env(get_task("HalfCheetah-v5"), 2, backend="batch")
     with pytest.raises(ValueError, match="nthread"):
-        vector_env(TASK, 2, nthread=2)
+        vector_env(TASK, 2, backend="gym", nthread=2)
+    # Ant-v5 steps on mujoco.batch by default (bit-identical episodes), others on gymnasium
+    assert type(vector_env(TASK, 2)).__name__ == "BatchedAntEnv"
+    assert type(vector_env(TASK, 2, backend="gym")).__name__ == "EpisodeVectorEnv"
+    assert type(vector_env(get_task("HalfCheetah-v5"), 2)).__name__ == "EpisodeVectorEnv"
     envs = vector_env(TASK, 3, bodies=[None, HALF], backend="batch", max_steps=7)
     assert envs.num_envs == 6 and envs.index.tolist() == [0, 0, 0, 1, 1, 1]
 

@@ -160,7 +160,9 @@ def claims(cfg: Config, results: dict[str, Any]) -> list[Claim]:
         f" × {cfg.seeds} seeds" if cfg.seeds > 1 else ""
     )
     budget = (
-        f"{results.get('env', 'Ant-v5')}, after {cfg.generations} generations of {cfg.popsize}"
+        f"{results.get('env', 'Ant-v5')}, after {cfg.generations} generations of "
+        f"{cfg.popsize}, ES lr {cfg.lr if cfg.lr is not None else 'scaled'} Hebbian / "
+        f"{cfg.static_lr if cfg.static_lr is not None else 'the same'} static"
     )
     return [
         Claim.measure(
