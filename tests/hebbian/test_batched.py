@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from badgerlab.hebbian.batched import BatchedAntEnv, compile_bodies, model_diff
-from badgerlab.hebbian.envs import ant_xml
+from badgerlab.hebbian.envs import EpisodeVectorEnv, ant_xml, make_env
 from badgerlab.hebbian.policy import HebbianPolicy, PolicySpec
 from badgerlab.hebbian.rollout import rollout
 from badgerlab.hebbian.tasks import get_task, vector_env
@@ -187,8 +187,8 @@ def test_warp_matches_gymnasium_until_the_first_ground_contact(warp_env):
     # aligned with the capsule by a fixed one when the axis's projection on the plane is
     # < 0.5 long (a leg steeper than 60°, as Ant's lower legs land: 0.31 here), where MuJoCo
     # keeps it aligned, and Ant-v5's pyramidal friction cone is not invariant to rotating the
-    # frame (with an elliptic cone both agree to ~1e-4 in qacc). So warp simulates another
-    # Ant, not gymnasium's to a tolerance: returns are not compared beyond the first contact.
+    # frame (with an elliptic cone both agree to ~1e-4 in qacc). So with Ant-v5's cone warp
+    # simulates another Ant; returns are compared with cone="elliptic" on both (below).
     gym_envs = vector_env(TASK, 1, max_steps=30, bodies=BODIES)
     obs_g, rew_g, _ = _episodes(gym_envs, 3, [3, 4])
     obs_w, rew_w, _ = _episodes(warp_env, 3, [3, 4])
@@ -227,3 +227,57 @@ def test_warp_names_a_differing_field_it_cannot_batch(warp_env):
 def test_warp_unknown_device_raises_value_error():
     with pytest.raises(ValueError, match="device='tpu' is not available"):
         BatchedAntEnv([None], backend="warp", device="tpu")
+
+
+def test_default_cone_is_ant_v5s_pyramidal_and_elliptic_is_opt_in():
+    pyramidal = int(mujoco.mjtCone.mjCONE_PYRAMIDAL)
+    ref = TASK.make()
+    assert ref.unwrapped.model.opt.cone == pyramidal
+    ref.close()
+    assert [m.opt.cone for m in BatchedAntEnv(BODIES, max_steps=5).models] == [pyramidal] * 2
+    elliptic = BatchedAntEnv(BODIES, max_steps=5, cone="elliptic")
+    assert [m.opt.cone for m in elliptic.models] == [int(mujoco.mjtCone.mjCONE_ELLIPTIC)] * 2
+    # Only the cone differs from the default body's model.
+    assert set(model_diff(elliptic.models[0], compile_bodies([None])[0][0])) == {"opt.cone"}
+    with pytest.raises(ValueError, match="cone='round'"):
+        BatchedAntEnv([None], cone="round")
+
+
+ELLIPTIC_BODIES = [None, HALF] * 4
+
+
+@pytest.fixture(scope="module")
+def warp_elliptic_env():
+    if WARP_MISSING:
+        pytest.skip("mujoco_warp is not importable (pip install mujoco-warp==4.0.0)")
+    return BatchedAntEnv(ELLIPTIC_BODIES, max_steps=20, backend="warp", cone="elliptic")
+
+
+def _gym_elliptic(tmp_path, steps: int) -> EpisodeVectorEnv:
+    paths = []
+    for k, legs in enumerate(ELLIPTIC_BODIES[:2]):
+        paths.append(tmp_path / f"ant-elliptic-{k}.xml")
+        paths[-1].write_text(ant_xml(legs, cone="elliptic"))
+    fns = [
+        lambda p=paths[n % 2]: make_env("Ant-v5", xml_file=str(p), max_steps=steps, **TASK.kwargs)
+        for n in range(len(ELLIPTIC_BODIES))
+    ]
+    return EpisodeVectorEnv(fns)
+
+
+def test_warp_episode_returns_match_gymnasium_with_an_elliptic_cone(warp_elliptic_env, tmp_path):
+    # Measured (CPU, float32 warp vs float64 gymnasium, both elliptic): this policy, 8 members
+    # (standard and half front-left leg), 20 steps, reset seeds 0-5 and 11 (56 episodes):
+    # |Δreturn| max 0.22, mean 0.014, with mean |return| 8.0; episode lengths equal. Seed 5
+    # here: max 0.11, mean 0.016. (The pyramidal cone, same episodes: max 17, mean 4.8.)
+    # Contact chaos amplifies float32 rounding with the episode's length, so the bounds (max < 1,
+    # mean < 0.1) are ~4.5x the worst measured and ~6x this seed's mean, for 20 steps only.
+    policy = HebbianPolicy(PolicySpec((27, 16, 8), rule="ABCD_lr"))
+    theta = torch.randn(8, policy.num_params, generator=torch.Generator().manual_seed(1))
+    kwargs = {"seed": 5, "weight_seeds": list(range(8)), "record": True}
+    want = rollout(policy, theta, _gym_elliptic(tmp_path, 20), **kwargs)
+    got = rollout(policy, theta, warp_elliptic_env, **kwargs)
+    diff = (got.returns.double() - want.returns.double()).abs()
+    assert torch.equal(got.lengths, want.lengths)
+    assert diff.max() < 1.0 and diff.mean() < 0.1, diff
+    assert want.returns.abs().mean() > 3.0  # the members moved, feet on the floor

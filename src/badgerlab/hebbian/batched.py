@@ -27,7 +27,8 @@ Backends:
   contact: mujoco_warp 4.0 gives a steep capsule (axis projected on the floor < 0.5 long)
   a fixed contact tangent frame where MuJoCo aligns it with the capsule, and Ant-v5's
   pyramidal friction cone turns with the frame, so contact forces and episodes differ by O(1)
-  (float32 alone agrees to ~1e-5 before contact). Train and evaluate on one backend.
+  (float32 alone agrees to ~1e-5 before contact). Train and evaluate on one backend, or
+  give both the elliptic cone (`cone="elliptic"`), which is invariant to the frame.
 
 Najarro & Risi 2020, https://arxiv.org/abs/2007.02686 (the Ant morphology experiments).
 """
@@ -71,9 +72,11 @@ _WARP_UNREAD = {"dof_length": mujoco.mjtEnableBit.mjENBL_SLEEP}
 
 def compile_bodies(
     bodies: Sequence[Mapping[str, float] | None],
+    cone: str | None = None,
 ) -> tuple[list[mujoco.MjModel], np.ndarray]:
     """MuJoCo models of the distinct bodies (in first-seen order) and each member's index into
-    them, (N,) int64: `models[index[n]]` is `MjModel.from_xml_string(ant_xml(bodies[n]))`."""
+    them, (N,) int64: `models[index[n]]` is `MjModel.from_xml_string(ant_xml(bodies[n],
+    cone=cone))`."""
     keys: dict[tuple, int] = {}
     models: list[mujoco.MjModel] = []
     index = np.empty(len(bodies), dtype=np.int64)
@@ -81,7 +84,7 @@ def compile_bodies(
         key = tuple(sorted((legs or {}).items()))
         if key not in keys:
             keys[key] = len(models)
-            models.append(mujoco.MjModel.from_xml_string(ant_xml(legs)))
+            models.append(mujoco.MjModel.from_xml_string(ant_xml(legs, cone=cone)))
         index[n] = keys[key]
     return models, index
 
@@ -280,7 +283,16 @@ def _check_device(device: str) -> None:
 class BatchedAntEnv(gym.vector.VectorEnv):
     """N Ant-v5 members, member n with body `bodies[n]` (legs for `envs.ant_xml`, None: the
     standard body), one episode each per `reset`; see the module docstring for the dynamics
-    and the backends. `finished` (N,) bool says which members are done."""
+    and the backends. `finished` (N,) bool says which members are done.
+
+    `cone` ("pyramidal" or "elliptic", `envs.ANT_CONES`) sets every body's friction cone; None
+    keeps ant.xml's pyramidal cone, the one `get_task("Ant-v5")` simulates. With the pyramidal
+    cone backend "warp" is not gymnasium's Ant after the first ground contact (mujoco_warp's
+    fixed tangent frame for a steep capsule turns the pyramid; module docstring), so train
+    and evaluate on one backend. With cone="elliptic" on both (gymnasium from
+    `ant_xml(legs, cone="elliptic")` as `xml_file`) warp (float32, CPU) gives gymnasium's
+    20-step episode returns to within 0.22 (mean 0.014, returns ~8; pyramidal: max 17, mean
+    4.8), measured with a Hebbian policy over 56 episodes (tests/hebbian/test_batched.py)."""
 
     metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
 
@@ -292,6 +304,7 @@ class BatchedAntEnv(gym.vector.VectorEnv):
         backend: str = "batch",
         nthread: int = 1,
         device: str = "cpu",
+        cone: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is unknown; expected one of {BACKENDS}")
@@ -308,7 +321,7 @@ class BatchedAntEnv(gym.vector.VectorEnv):
         if backend == "batch" and device != "cpu":
             raise ValueError(f"device={device!r}: backend 'batch' runs on the CPU only")
         self.backend, self.max_steps, self.device = backend, int(max_steps), device
-        self.models, self.index = compile_bodies(bodies)
+        self.models, self.index = compile_bodies(bodies, cone)
         if backend == "batch":
             self.sim: Any = _BatchSim(self.models, self.index, nthread)
         else:

@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium.vector.utils import batch_space
 
 __all__ = [
+    "ANT_CONES",
     "ANT_LEGS",
     "BurnIn",
     "CHEETAH_LIMBS",
@@ -211,17 +212,32 @@ def make_env(
     return env
 
 
-def ant_xml(legs: Mapping[str, float] | None = None) -> str:
+ANT_CONES = ("pyramidal", "elliptic")
+
+
+def ant_xml(legs: Mapping[str, float] | None = None, *, cone: str | None = None) -> str:
     """Gymnasium's ant.xml with the lower leg of some legs scaled in length.
 
     `legs` maps a leg of `ANT_LEGS` to a length factor: 0.5 is a damaged (halved) lower leg,
-    1.5 a lengthened one. The capsule keeps its radius; only its end point moves.
+    1.5 a lengthened one. The capsule keeps its radius; only its end point moves. `cone` sets
+    the friction cone (`<option cone=.../>`, one of `ANT_CONES`); None keeps ant.xml's, which
+    is MuJoCo's default, pyramidal (Ant-v5's).
 
     >>> xml = ant_xml({"front_left": 0.5})
     >>> 'fromto="0.0 0.0 0.0 0.2 0.2 0.0" name="left_ankle_geom"' in xml
     True
+    >>> '<option integrator="RK4" timestep="0.01" cone="elliptic" />' in ant_xml(cone="elliptic")
+    True
+    >>> "cone=" in ant_xml()
+    False
     """
+    if cone is not None and cone not in ANT_CONES:
+        raise ValueError(f"cone={cone!r} is unknown; expected one of {ANT_CONES}")
     tree = ET.parse(_asset("ant.xml"))
+    if cone is not None:
+        option = tree.getroot().find("option")
+        assert option is not None, "gymnasium's ant.xml changed"
+        option.set("cone", cone)
     for leg, factor in (legs or {}).items():
         if leg not in ANT_LEGS:
             raise ValueError(f"leg {leg!r} is unknown; expected one of {sorted(ANT_LEGS)}")
