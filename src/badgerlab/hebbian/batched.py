@@ -46,7 +46,7 @@ from gymnasium.spaces import Box
 from gymnasium.utils.seeding import np_random
 from gymnasium.vector.utils import batch_space
 
-from badgerlab.hebbian.envs import ant_xml
+from badgerlab.hebbian.envs import ant_xml, episode_seeds
 
 __all__ = ["ANT_KWARGS", "BACKENDS", "BatchedAntEnv", "compile_bodies", "model_diff"]
 
@@ -362,12 +362,7 @@ class BatchedAntEnv(gym.vector.VectorEnv):
         """Start one new episode per member; `seed` int gives seed, seed+1, … (as
         `EpisodeVectorEnv`). Observations (N, 27): numpy float64 ("batch") or torch float32 on
         the device ("warp")."""
-        if seed is None or isinstance(seed, (int, np.integer)):
-            seeds = [None if seed is None else int(seed) + n for n in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"seed must list {self.num_envs} seeds, got {len(seeds)}")
+        seeds = episode_seeds(seed, self.num_envs)
         obs = self.sim.reset(*self.initial_state(seeds))
         self.finished[:] = False
         self._terminated[:] = False

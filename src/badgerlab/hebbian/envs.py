@@ -24,6 +24,7 @@ __all__ = [
     "NegativeRewardStop",
     "ant_xml",
     "cheetah_xml",
+    "episode_seeds",
     "make_ant",
     "make_cheetah",
     "make_env",
@@ -39,6 +40,17 @@ ANT_LEGS = {
 
 # HalfCheetah's limb segments (bodies of gymnasium's half_cheetah.xml, one capsule each).
 CHEETAH_LIMBS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
+
+
+def episode_seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+    """One reset seed per sub-environment: an int gives seed, seed+1, …; None gives None each;
+    a sequence must list exactly `n`."""
+    if seed is None or isinstance(seed, (int, np.integer)):
+        return [None if seed is None else int(seed) + k for k in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"seed must list {n} seeds, got {len(seeds)}")
+    return seeds
 
 
 class EpisodeVectorEnv(gym.vector.VectorEnv):
@@ -83,12 +95,7 @@ class EpisodeVectorEnv(gym.vector.VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start one new episode in every sub-environment; `seed` int gives seed, seed+1, …"""
-        if seed is None or isinstance(seed, (int, np.integer)):
-            seeds = [None if seed is None else int(seed) + n for n in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"seed must list {self.num_envs} seeds, got {len(seeds)}")
+        seeds = episode_seeds(seed, self.num_envs)
         infos: dict[str, Any] = {}
         for n, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
             self._obs[n], info = env.reset(seed=s, options=options)
