@@ -127,3 +127,15 @@ def test_pixel_policy_evolves_cnn_kernels_beside_the_rules():
     action, acts = pol.forward(st, torch.randint(0, 256, (2, 96, 96, 3), dtype=torch.uint8))
     assert action.shape == (2, 3) and acts[0].shape == (2, CNN_FEATURES)
     assert (action[:, 1:] >= 0).all() and (action[:, 1:] <= 1).all()
+
+
+def test_episode_state_lives_on_thetas_device():
+    """Random weights are drawn on the host (seeded) and placed beside θ, so a policy steps on
+    the device of a batched simulator; the meta device stands in for a GPU here."""
+    pol = HebbianPolicy(PolicySpec((3, 4, 2)))
+    theta = torch.zeros(2, pol.num_params)
+    host = pol.init(theta, seeds=[0, 1])
+    meta = pol.init(theta.to("meta"), seeds=[0, 1])
+    assert {w.device.type for w in meta.weights} == {"meta"}
+    assert meta.rules[0].A.device.type == "meta"
+    assert [w.shape for w in meta.weights] == [w.shape for w in host.weights]

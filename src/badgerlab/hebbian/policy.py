@@ -209,7 +209,8 @@ class HebbianPolicy:
         """The state at the start of an episode; Hebbian weights are re-drawn U(−r, r) here.
 
         With `seeds` (one per member), member p's weights come from its own generator seeded
-        `seeds[p]`, so they do not depend on the batch it is in; else from `generator`.
+        `seeds[p]`, so they do not depend on the batch it is in; else from `generator`. The
+        state lives on θ's device.
         """
         if theta.dim() != 2 or theta.shape[1] != self.num_params:
             raise ValueError(
@@ -221,7 +222,10 @@ class HebbianPolicy:
         theta = theta.to(dtype)
         core, rest = theta[:, : self.num_core], theta[:, self.num_core :]
         if self.layout is not None:
-            weights = self._random_weights(P, generator, seeds, dtype)
+            # Drawn on the host (seeded generators), then placed beside θ (e.g. on the GPU).
+            weights = tuple(
+                w.to(theta.device) for w in self._random_weights(P, generator, seeds, dtype)
+            )
             rules = tuple(self.layout.folded(core))
         else:
             weights, offset = [], 0

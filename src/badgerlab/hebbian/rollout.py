@@ -58,12 +58,14 @@ def rollout(
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     obs, _ = envs.reset(seed=seed)
-    state = policy.init(theta, generator=generator, seeds=weight_seeds, dtype=dtype)
-    members = torch.arange(P)  # which member each row of `state` is
-    rows = np.arange(P)
     # A batched simulator on a device (batched.BatchedAntEnv, "warp") gives torch observations
     # and takes torch actions there; rewards and done flags are numpy (N values a step).
     on_device = isinstance(obs, Tensor)
+    if on_device:
+        theta = theta.to(obs.device)  # the policy steps on the simulator's device
+    state = policy.init(theta, generator=generator, seeds=weight_seeds, dtype=dtype)
+    members = torch.arange(P)  # which member each row of `state` is
+    rows = np.arange(P)
     if on_device:
         actions: np.ndarray | Tensor = torch.zeros(
             envs.action_space.shape, dtype=torch.float32, device=obs.device
