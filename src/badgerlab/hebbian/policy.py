@@ -326,7 +326,8 @@ class HebbianPolicy:
         """The members `index` (K,) of a state, e.g. to drop finished ones from the batch."""
 
         def pick(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.index_select(0, index)
+            # index_select wants the index beside the state (e.g. on the GPU); a no-op on CPU
+            return None if t is None else t.index_select(0, index.to(t.device))
 
         return PolicyState(
             tuple(pick(W) for W in state.weights),

@@ -67,6 +67,7 @@ def rollout(
     members = torch.arange(P)  # which member each row of `state` is
     rows = np.arange(P)
     if on_device:
+        rows_dev = torch.from_numpy(rows).to(obs.device)  # `rows` on the device, kept in step
         actions: np.ndarray | Tensor = torch.zeros(
             envs.action_space.shape, dtype=torch.float32, device=obs.device
         )
@@ -79,13 +80,13 @@ def rollout(
     with torch.no_grad():
         while not envs.finished.all() and (max_steps is None or t < max_steps):
             if on_device:
-                x = obs[torch.from_numpy(rows).to(obs.device)]
+                x = obs[rows_dev]
             else:
                 x = torch.from_numpy(np.ascontiguousarray(obs[rows]))
             action, acts = policy.forward(state, x)
             # Rows of finished members (only without compaction) act, but the env ignores them.
             if on_device:
-                actions[torch.from_numpy(rows).to(obs.device)] = action.to(actions)
+                actions[rows_dev] = action.to(actions)
             else:
                 actions[rows] = action.numpy()
             lengths += ~envs.finished
@@ -102,6 +103,8 @@ def rollout(
                 if keep.size < rows.size:
                     index = torch.from_numpy(keep)
                     state, members, rows = policy.select(state, index), members[index], rows[keep]
+                    if on_device:
+                        rows_dev = torch.from_numpy(rows).to(obs.device)
     rewards_pt = torch.from_numpy(np.stack(trace, axis=1)) if record and trace else None
     if record and rewards_pt is None:
         rewards_pt = torch.zeros(P, 0, dtype=torch.float64)
