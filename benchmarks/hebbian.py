@@ -149,7 +149,7 @@ def bench(env_id: str, popsize: int, steps: int, policy_steps: int) -> dict[str,
 def _backend_env(name: str, n: int, cap: int):
     """The Ant-v5 vector env of backend row `name`, or the reason it is skipped."""
     if name == "gym":
-        return vector_env(get_task("Ant-v5"), n, max_steps=cap)
+        return vector_env(get_task("Ant-v5"), n, max_steps=cap, backend="gym")
     if name.startswith("batch"):
         return BatchedAntEnv([None] * n, max_steps=cap, nthread=int(name.split("-")[1]))
     device = name.split("-")[1]

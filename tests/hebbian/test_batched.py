@@ -53,8 +53,9 @@ def test_batch_backend_is_bit_identical_to_gymnasium_with_a_hebbian_policy():
     policy = HebbianPolicy(PolicySpec((27, 16, 8), rule="ABCD_lr"))
     theta = torch.randn(4, policy.num_params, generator=torch.Generator().manual_seed(1))
     kwargs = {"seed": 5, "weight_seeds": [0, 1, 2, 3], "record": True}
-    gym_envs = vector_env(TASK, 2, max_steps=60, bodies=BODIES)
+    gym_envs = vector_env(TASK, 2, max_steps=60, bodies=BODIES, backend="gym")
     batch_envs = vector_env(TASK, 2, max_steps=60, bodies=BODIES, backend="batch", nthread=2)
+    assert isinstance(gym_envs, EpisodeVectorEnv)  # the reference is gymnasium itself
     want = rollout(policy, theta, gym_envs, **kwargs)
     got = rollout(policy, theta, batch_envs, **kwargs)
     assert torch.equal(got.rewards, want.rewards)
@@ -63,7 +64,9 @@ def test_batch_backend_is_bit_identical_to_gymnasium_with_a_hebbian_policy():
 
 
 def test_batch_backend_observations_and_flags_equal_gymnasiums():
-    gym_envs = vector_env(TASK, 1, max_steps=40, bodies=[None, HALF, {"back_right": 1.5}])
+    gym_envs = vector_env(
+        TASK, 1, max_steps=40, bodies=[None, HALF, {"back_right": 1.5}], backend="gym"
+    )
     batch_envs = BatchedAntEnv([None, HALF, {"back_right": 1.5}], max_steps=40)
     obs_g, rew_g, done_g = _episodes(gym_envs, 40, [3, 4, 5])
     obs_b, rew_b, done_b = _episodes(batch_envs, 40, [3, 4, 5])
@@ -189,7 +192,7 @@ def test_warp_matches_gymnasium_until_the_first_ground_contact(warp_env):
     # keeps it aligned, and Ant-v5's pyramidal friction cone is not invariant to rotating the
     # frame (with an elliptic cone both agree to ~1e-4 in qacc). So with Ant-v5's cone warp
     # simulates another Ant; returns are compared with cone="elliptic" on both (below).
-    gym_envs = vector_env(TASK, 1, max_steps=30, bodies=BODIES)
+    gym_envs = vector_env(TASK, 1, max_steps=30, bodies=BODIES, backend="gym")
     obs_g, rew_g, _ = _episodes(gym_envs, 3, [3, 4])
     obs_w, rew_w, _ = _episodes(warp_env, 3, [3, 4])
     assert isinstance(warp_env.reset(seed=[3, 4])[0], torch.Tensor)

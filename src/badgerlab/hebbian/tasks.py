@@ -93,7 +93,7 @@ TASKS: dict[str, Task] = {
         },
         return_scale=0.05,
         unit="metres walked",
-        # mujoco.batch: the same episodes as gymnasium, bit for bit, ~1.4x the steps per CPU s
+        # mujoco.batch: the same episodes as gymnasium, bit for bit, ~1.3x the steps per CPU s
         backend="batch",
     ),
     "CarRacing-v3": Task("CarRacing-v3", action="carracing", pixels=True, negative_patience=20),
